@@ -1,0 +1,110 @@
+"""The probe interface: what a probe is given, what it returns, and how it documents its facts.
+
+A probe gathers facts (I/O only) about many targets at once, so it can batch work (one nmap run for
+a group of endpoints) and honour per-system politeness. It never judges: checks do that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+JSONValue = Any  # facts are JSON-serialisable: str, int, float, bool, None, lists and dicts of those
+
+
+class ProbeErrorReason(StrEnum):
+    """Why a probe could not gather facts. Every reason makes the dependent checks `error`."""
+
+    REFUSED = "refused"  # TCP connection refused: nothing listens
+    UNREACHABLE = "unreachable"  # no route / host down / name does not resolve
+    TIMEOUT = "timeout"  # target did not answer within the probe's time limit
+    PROTOCOL = "protocol"  # target answered, but not in a way the probe could interpret
+    TOOL_MISSING = "tool_missing"  # a required external tool (nmap) is not installed
+    TOOL_FAILED = "tool_failed"  # the external tool failed or produced unreadable output
+    INTERNAL = "internal"  # a bug in hcscan; the traceback is in the detail
+
+
+@dataclass(frozen=True)
+class ProbeError:
+    """A typed 'could not gather facts': becomes an `error` finding, never a pass."""
+
+    reason: ProbeErrorReason
+    detail: str
+
+    def message(self) -> str:
+        return f"{self.reason.value}: {self.detail}"
+
+
+@dataclass(frozen=True)
+class ProbeFacts:
+    """Facts about one target: a flat mapping of documented dotted names (``tls.protocols``) to JSON values."""
+
+    facts: Mapping[str, JSONValue]
+
+
+ProbeOutcome = ProbeFacts | ProbeError
+
+
+@dataclass(frozen=True)
+class Politeness:
+    """How gently a system must be probed. `fragile` systems (medical devices) get light probes only."""
+
+    timing: int = 3  # nmap timing template 0..5
+    max_concurrency: int = 4  # simultaneous connections to one system
+    timeout_s: float = 10.0  # per-connection timeout
+    fragile: bool = False
+
+
+@dataclass(frozen=True)
+class Target:
+    """One declared endpoint, already validated and scope-checked. Probes only ever see these."""
+
+    key: str  # stable endpoint key: "<system_id>/<endpoint_id>"
+    system_id: str
+    address: str  # an IP address inside the allowed networks (resolved before probing)
+    port: int
+    protocol: str  # https, tls, http, ssh, dicom, dicom-tls, mllp, fhir, syslog-tls, ...
+    server_name: str | None = None  # hostname to send as SNI and to verify the certificate against
+    politeness: Politeness = field(default_factory=Politeness)
+
+
+@dataclass(frozen=True)
+class TrustSettings:
+    """Where trusted root certificates come from: the system store and/or extra PEM bundles."""
+
+    use_system_store: bool = True
+    ca_bundles: tuple[Path, ...] = ()
+
+
+@dataclass(frozen=True)
+class ProbeContext:
+    """Run-wide settings a probe may need. No network configuration other than this reaches a probe."""
+
+    trust: TrustSettings = field(default_factory=TrustSettings)
+    max_workers: int = 16  # threads for per-endpoint work across all systems
+    nmap_path: str | None = None  # None: find nmap on PATH
+
+
+@dataclass(frozen=True)
+class FactSpec:
+    """Documentation of one fact a probe produces, so control authors know what an assert may use."""
+
+    name: str
+    type: str  # "bool", "int", "float", "str", "datetime", "list[str]", "list[object]", "object"
+    description: str
+    nullable: bool = False
+
+
+class Probe(Protocol):
+    """A probe kind. `gather` must return an outcome for every target it was given."""
+
+    kind: ClassVar[str]
+    facts: ClassVar[Sequence[FactSpec]]
+    protocols: ClassVar[frozenset[str]]  # endpoint protocols this probe can look at
+
+    def gather(self, targets: Sequence[Target], ctx: ProbeContext) -> dict[str, ProbeOutcome]:
+        """Gather facts for each target; key of the result is Target.key."""
+        ...
