@@ -1,0 +1,5 @@
+"""`python -m scanner` is the `hcscan` command."""
+
+from scanner.cli import main
+
+main()

@@ -1,0 +1,177 @@
+"""Use cases the CLI and the agent share: load everything the user wrote, then scan into the store.
+
+Everything a user wrote is loaded and validated before the store is opened, so bad input changes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from scanner import __version__
+from scanner.catalog import ControlCatalog, control_files, load_catalog
+from scanner.config import Config, load_config
+from scanner.engine import Plan, Selection, build_plan, gather_facts, judge_all
+from scanner.errors import InputError, Problem
+from scanner.inventory import Inventory, ScopedTargets, check_scope, inventory_paths, load_inventory
+from scanner.probes.base import Probe, ProbeContext, TrustSettings
+from scanner.results import ControlInfo, FindingRecord, RunMeta, RunSummary, SystemInfo
+from scanner.waivers import Waivers, load_waivers
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Everything a scan is judged by, validated."""
+
+    config: Config
+    inventory: Inventory
+    catalog: ControlCatalog
+    waivers: Waivers
+    config_digest: str
+
+
+def load_workspace(config_path: Path, fact_names: Mapping[str, frozenset[str]]) -> Workspace:
+    """Load config, inventory, controls and waivers; raise one InputError listing every problem found."""
+    config = load_config(config_path)
+    problems: list[Problem] = []
+    inventory: Inventory | None = None
+    catalog: ControlCatalog | None = None
+    try:
+        inventory = load_inventory(inventory_paths(config))
+    except InputError as exc:
+        problems.extend(exc.problems)
+    try:
+        catalog = load_catalog(
+            control_files(config.controls, config.base_dir), probe_facts=fact_names, overrides=config.control_params
+        )
+    except InputError as exc:
+        problems.extend(exc.problems)
+    for bundle in config.tls.ca_bundles:
+        if not config.resolve(bundle).is_file():
+            problems.append(
+                Problem(config.source, None, None, f"tls.ca_bundles: file not found: {bundle}", "fix the path")
+            )
+    waivers = Waivers()
+    if inventory is not None and catalog is not None:
+        try:
+            waivers = load_waivers(
+                [config.resolve(p) for p in config.waivers], set(catalog.controls), set(inventory.systems)
+            )
+        except InputError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise InputError(problems)
+    assert inventory is not None and catalog is not None
+    digest = hashlib.sha256(config_path.read_bytes()).hexdigest()
+    return Workspace(config, inventory, catalog, waivers, digest)
+
+
+def check_selection(ws: Workspace, selection: Selection) -> None:
+    """A --region/--system/--control/--family that names nothing is a user error, not an empty scan."""
+    problems = []
+    checks = [
+        ("region", selection.regions, set(ws.inventory.regions)),
+        ("system", selection.systems, set(ws.inventory.systems)),
+        ("control", selection.controls, set(ws.catalog.controls)),
+        ("family", selection.families, {c.spec.family for c in ws.catalog.controls.values()}),
+    ]
+    for label, wanted, known in checks:
+        for item in sorted((wanted or set()) - known):
+            problems.append(
+                Problem(None, None, None, f"unknown {label} '{item}'", f"known: {', '.join(sorted(known)) or 'none'}")
+            )
+    if problems:
+        raise InputError(problems)
+
+
+def probe_context(config: Config) -> ProbeContext:
+    trust = TrustSettings(
+        use_system_store=config.tls.use_system_store,
+        ca_bundles=tuple(config.resolve(p) for p in config.tls.ca_bundles),
+    )
+    return ProbeContext(trust=trust, max_workers=config.max_workers)
+
+
+def plan_scan(
+    ws: Workspace, selection: Selection, probe_protocols: Mapping[str, frozenset[str]]
+) -> tuple[Plan, ScopedTargets]:
+    check_selection(ws, selection)
+    scoped = check_scope(ws.inventory, list(ws.config.scope.allowed_networks))
+    return build_plan(ws.inventory, ws.catalog, scoped, ws.config, selection, probe_protocols), scoped
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    summary: RunSummary
+    records: list[FindingRecord]
+
+
+def run_scan(
+    ws: Workspace,
+    plan: Plan,
+    probes: Mapping[str, Probe],
+    selection: Selection,
+    progress: Callable[[str, int], None] | None = None,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> ScanResult:
+    """Probe, judge and store one run. A crash or Ctrl-C leaves the run `interrupted`, never half-counted."""
+    from scanner.store import repo
+    from scanner.store.db import open_store
+
+    engine = open_store(ws.config.resolved_store_url())
+    host = socket.gethostname()
+    repo.mark_interrupted_runs(engine, host)
+    meta = RunMeta(
+        tool_version=__version__,
+        catalog_digest=ws.catalog.digest,
+        inventory_digest=ws.inventory.digest,
+        config_digest=ws.config_digest,
+        selection=selection.as_dict(),
+        regions=plan.regions,
+        host=host,
+        pid=os.getpid(),
+        controls=tuple(
+            ControlInfo(
+                control_id=c.id,
+                title=c.spec.title,
+                family=c.spec.family,
+                severity=c.spec.severity.value,
+                rationale=c.spec.rationale.strip(),
+                remediation=c.spec.remediation.strip(),
+                references=c.spec.references.model_dump(),
+            )
+            for c in ws.catalog.controls.values()
+        ),
+        systems=tuple(
+            SystemInfo(
+                system_id=system.id,
+                region_id=region.id,
+                region_name=region.name,
+                name=system.name,
+                owner=system.owner,
+                criticality=system.criticality.value,
+                fragile=system.fragile,
+            )
+            for region, system in ws.inventory.systems.values()
+        ),
+    )
+    started = now()
+    run_id = repo.start_run(engine, meta, started)
+    try:
+        facts = gather_facts(plan, probes, probe_context(ws.config), progress)
+        records = judge_all(plan, facts, ws.waivers, started)
+        summary = repo.complete_run(engine, run_id, records, now())
+    except KeyboardInterrupt:
+        repo.end_run(engine, run_id, repo.INTERRUPTED, "interrupted by the user (Ctrl-C)")
+        raise
+    except BaseException as exc:
+        repo.end_run(engine, run_id, repo.INTERRUPTED, f"run aborted: {exc!r}")
+        raise
+    finally:
+        engine.dispose()
+    return ScanResult(summary, records)

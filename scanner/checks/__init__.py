@@ -1,0 +1,1 @@
+"""Checks: pure judgement of facts. Nothing in this package does I/O or imports probes, store or CLI."""

@@ -1,0 +1,88 @@
+"""From facts (or a probe error) to a Verdict: the one place judgement happens."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from scanner.checks.assertions import AssertionRuntimeError, EvalContext, Node, render_message
+from scanner.checks.registry import CheckType
+from scanner.models import Status
+
+MAX_EVIDENCE_ITEM = 4000  # characters of one fact kept as evidence
+
+
+@dataclass(frozen=True)
+class Verdict:
+    status: Status
+    message: str
+    evidence: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """The judging part of a control: an assertion tree or a Python check type, plus its messages."""
+
+    assertion: Node | None
+    check_type: CheckType | None
+    when: Node | None
+    pass_message: str | None
+    fail_message: str | None
+
+    def fact_names(self) -> set[str]:
+        names: set[str] = set()
+        if self.assertion is not None:
+            names |= self.assertion.fact_names()
+        if self.check_type is not None:
+            names |= set(self.check_type.facts)
+        if self.when is not None:
+            names |= self.when.fact_names()
+        return names
+
+
+def _trim(value: Any) -> Any:
+    text = repr(value)
+    if len(text) <= MAX_EVIDENCE_ITEM:
+        return value
+    if isinstance(value, list):
+        return [*value[:50], f"… {len(value) - 50} more"]
+    return text[:MAX_EVIDENCE_ITEM] + "…"
+
+
+def evidence_of(rule: Rule, facts: Mapping[str, Any]) -> dict[str, Any]:
+    """The facts the verdict rests on, trimmed: what an auditor needs to re-judge it."""
+    return {name: _trim(facts.get(name)) for name in sorted(rule.fact_names())}
+
+
+def judge(rule: Rule, facts: Mapping[str, Any], params: Mapping[str, Any], now: datetime) -> Verdict:
+    """Judge one control on one endpoint's facts. Pure: same inputs, same verdict."""
+    evidence = evidence_of(rule, facts)
+    ctx = EvalContext(facts=facts, params=params, now=now)
+    try:
+        if rule.when is not None:
+            applies = rule.when.evaluate(ctx)
+            if not applies.ok:
+                return Verdict(Status.NOT_APPLICABLE, "not applicable: " + "; ".join(applies.reasons), evidence)
+        if rule.check_type is not None:
+            try:
+                result = rule.check_type.fn(facts, params, now)
+            except Exception as exc:  # a site's check type is foreign code: its crash is `error`, not a pass
+                name = rule.check_type.name
+                return Verdict(Status.ERROR, f"could not assess: check type {name} raised {exc!r}", evidence)
+            ok, reasons = result.ok, result.reasons
+        else:
+            assert rule.assertion is not None
+            outcome = rule.assertion.evaluate(ctx)
+            ok, reasons = outcome.ok, outcome.reasons
+    except AssertionRuntimeError as exc:
+        return Verdict(Status.ERROR, f"could not assess: {exc}", evidence)
+    template = rule.pass_message if ok else rule.fail_message
+    message = render_message(template, ctx, reasons) if template else "; ".join(reasons)
+    return Verdict(Status.PASS if ok else Status.FAIL, message, evidence)
+
+
+def could_not_assess(rule: Rule, detail: str) -> Verdict:
+    """The verdict for a control whose facts could not be gathered. Counts against compliance."""
+    return Verdict(Status.ERROR, f"could not assess: {detail}", {"probe_error": detail})

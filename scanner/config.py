@@ -1,0 +1,123 @@
+"""config.yaml: where the inventory and controls are, what may be scanned, how politely, where results go."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from scanner.errors import InputError
+from scanner.yamlio import load_yaml, validate_model
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class Strict(BaseModel):
+    """Base for every user-written model: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ScopeConfig(Strict):
+    allowed_networks: list[IPNetwork] = Field(
+        default_factory=list,
+        description="Networks hcscan may connect to. A declared target outside them is refused (exit 2).",
+    )
+
+    @field_validator("allowed_networks", mode="before")
+    @classmethod
+    def _networks(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [ipaddress.ip_network(str(v), strict=True) for v in value]
+        return value
+
+
+class TrustConfig(Strict):
+    use_system_store: bool = Field(True, description="Trust the operating system's root certificates.")
+    ca_bundles: list[Path] = Field(
+        default_factory=list, description="Extra PEM files of trusted roots (the region's internal CAs)."
+    )
+
+
+class PolitenessConfig(Strict):
+    timing: int = Field(3, ge=0, le=5, description="nmap timing template for ordinary systems (T0..T5).")
+    max_concurrency: int = Field(4, ge=1, le=64, description="Simultaneous connections to one system.")
+    timeout_s: float = Field(10.0, gt=0, le=300, description="Per-connection timeout in seconds.")
+    fragile_timing: int = Field(2, ge=0, le=5, description="nmap timing template for `fragile: true` systems.")
+    fragile_max_concurrency: int = Field(1, ge=1, le=8, description="Connections at once to a fragile system.")
+
+
+class ReportConfig(Strict):
+    out_dir: Path = Field(Path("out/reports"), description="Where `hcscan report` writes HTML.")
+    language: Literal["en", "da"] = "en"
+
+
+class Config(Strict):
+    """The whole of config.yaml. Relative paths are relative to the config file's folder."""
+
+    store_url: str = Field("sqlite:///hcscan.db", description="SQLAlchemy URL of the findings store.")
+    inventory: list[Path] = Field(default_factory=lambda: [Path("inventory")])
+    controls: list[str] = Field(
+        default_factory=lambda: ["builtin"],
+        description="Control files or folders; `builtin` is the catalogue shipped with hcscan.",
+    )
+    waivers: list[Path] = Field(default_factory=list)
+    scope: ScopeConfig = Field(default_factory=ScopeConfig)
+    tls: TrustConfig = Field(default_factory=TrustConfig)
+    politeness: PolitenessConfig = Field(default_factory=PolitenessConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
+    control_params: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Per-control parameter overrides, e.g. {TLS-04: {min_days: 45}}."
+    )
+    max_workers: int = Field(32, ge=1, le=512, description="Threads for per-endpoint probe work.")
+
+    # Set by the loader, not by the user.
+    base_dir: Path = Field(Path("."), exclude=True)
+    source: Path | None = Field(None, exclude=True)
+
+    def resolve(self, path: Path) -> Path:
+        return path if path.is_absolute() else (self.base_dir / path)
+
+    def resolved_store_url(self) -> str:
+        """SQLite paths in the URL are relative to the config file's folder, like every other path."""
+        prefix = "sqlite:///"
+        if self.store_url.startswith(prefix) and not self.store_url.startswith(prefix + "/"):
+            rest = self.store_url[len(prefix) :]
+            if rest and rest != ":memory:":
+                return prefix + str(self.resolve(Path(rest)))
+        return self.store_url
+
+
+DEFAULT_CONFIG_NAMES = ("config.yaml", "hcscan.yaml")
+
+
+def find_config(explicit: Path | None) -> Path:
+    """The config file to use: --config, then $HCSCAN_CONFIG, then ./config.yaml."""
+    if explicit is not None:
+        return explicit
+    env = os.environ.get("HCSCAN_CONFIG")
+    if env:
+        return Path(env)
+    for name in DEFAULT_CONFIG_NAMES:
+        if Path(name).is_file():
+            return Path(name)
+    raise InputError.single(
+        "no config file found (looked for --config, $HCSCAN_CONFIG, ./config.yaml)",
+        hint="copy config.example.yaml to config.yaml and edit it, or pass --config FILE",
+    )
+
+
+def load_config(path: Path) -> Config:
+    """Load and validate config.yaml; raises InputError naming file:line on any problem."""
+    loaded = load_yaml(path)
+    data = loaded.data if loaded.data is not None else {}
+    if not isinstance(data, dict):
+        raise InputError([loaded.problem((), "the config must be a mapping of settings")])
+    for forbidden in ("base_dir", "source"):
+        if forbidden in data:
+            raise InputError([loaded.problem((forbidden,), f"unknown field '{forbidden}'")])
+    cfg = validate_model(Config, loaded, data)
+    return cfg.model_copy(update={"base_dir": path.resolve().parent, "source": path.resolve()})

@@ -1,0 +1,190 @@
+"""One scan: plan → probe → check → records. The store and the terminal are the caller's business."""
+
+from __future__ import annotations
+
+import traceback
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+
+from scanner.catalog import Control, ControlCatalog
+from scanner.checks.verdict import Verdict, could_not_assess, judge
+from scanner.config import Config
+from scanner.inventory import EndpointRef, Inventory, ScopedTargets, System
+from scanner.models import Status
+from scanner.probes.base import Politeness, Probe, ProbeContext, ProbeError, ProbeErrorReason, ProbeOutcome, Target
+from scanner.results import FindingRecord
+from scanner.waivers import Waivers
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Narrows a run: every given set must contain the item. None means everything."""
+
+    regions: frozenset[str] | None = None
+    systems: frozenset[str] | None = None
+    controls: frozenset[str] | None = None
+    families: frozenset[str] | None = None
+
+    def wants_endpoint(self, ref: EndpointRef) -> bool:
+        return (self.regions is None or ref.region.id in self.regions) and (
+            self.systems is None or ref.system.id in self.systems
+        )
+
+    def wants_control(self, control: Control) -> bool:
+        return (self.controls is None or control.id in self.controls) and (
+            self.families is None or control.spec.family in self.families
+        )
+
+    def as_dict(self) -> dict[str, list[str] | None]:
+        return {k: sorted(v) if v is not None else None for k, v in self.__dict__.items()}
+
+
+@dataclass(frozen=True)
+class PlannedCheck:
+    control: Control
+    ref: EndpointRef
+
+
+@dataclass(frozen=True)
+class Plan:
+    checks: tuple[PlannedCheck, ...]
+    targets: Mapping[str, tuple[Target, ...]]  # probe kind → targets
+    unresolved: Mapping[str, str]  # endpoint key → why it has no address
+
+    @property
+    def regions(self) -> list[str]:
+        return sorted({c.ref.region.id for c in self.checks})
+
+
+def politeness_for(system: System, config: Config) -> Politeness:
+    """Config defaults, then the system's own settings; a fragile system never gets more than the fragile caps."""
+    base, own = config.politeness, system.politeness
+    timing = own.timing if own is not None and own.timing is not None else base.timing
+    concurrency = own.max_concurrency if own is not None and own.max_concurrency else base.max_concurrency
+    timeout = own.timeout_s if own is not None and own.timeout_s else base.timeout_s
+    if system.fragile:
+        timing = min(timing, base.fragile_timing)
+        concurrency = min(concurrency, base.fragile_max_concurrency)
+    return Politeness(timing=timing, max_concurrency=concurrency, timeout_s=timeout, fragile=system.fragile)
+
+
+def build_plan(
+    inventory: Inventory,
+    catalog: ControlCatalog,
+    scoped: ScopedTargets,
+    config: Config,
+    selection: Selection,
+    probe_protocols: Mapping[str, frozenset[str]],
+) -> Plan:
+    """Which controls apply to which endpoints, and which targets each probe kind must look at."""
+    checks: list[PlannedCheck] = []
+    targets: dict[str, dict[str, Target]] = defaultdict(dict)
+    controls = [c for c in catalog.controls.values() if selection.wants_control(c)]
+    for ref in inventory.endpoints():
+        if not selection.wants_endpoint(ref):
+            continue
+        for control in controls:
+            if not control.applies(ref):
+                continue
+            checks.append(PlannedCheck(control, ref))
+            kind = control.spec.probe
+            address = scoped.addresses.get(ref.key)
+            if address is None or ref.endpoint.protocol.value not in probe_protocols.get(kind, frozenset()):
+                continue
+            targets[kind][ref.key] = Target(
+                key=ref.key,
+                system_id=ref.system.id,
+                address=address,
+                port=ref.endpoint.port,
+                protocol=ref.endpoint.protocol.value,
+                server_name=ref.endpoint.server_name or (ref.endpoint.host if ref.endpoint.host != address else None),
+                politeness=politeness_for(ref.system, config),
+            )
+    return Plan(
+        checks=tuple(checks),
+        targets={k: tuple(v.values()) for k, v in targets.items()},
+        unresolved=dict(scoped.unresolved),
+    )
+
+
+ProgressFn = Callable[[str, int], None]  # (probe kind finished, number of targets)
+
+
+def gather_facts(
+    plan: Plan, probes: Mapping[str, Probe], ctx: ProbeContext, progress: ProgressFn | None = None
+) -> dict[str, dict[str, ProbeOutcome]]:
+    """Run every probe kind once over its targets, concurrently. A probe's crash becomes errors, not a crash."""
+
+    def run(kind: str, targets: Sequence[Target]) -> dict[str, ProbeOutcome]:
+        probe = probes.get(kind)
+        if probe is None:
+            err = ProbeError(ProbeErrorReason.INTERNAL, f"no probe of kind '{kind}' is available")
+            return {t.key: err for t in targets}
+        try:
+            result = probe.gather(targets, ctx)
+        except Exception:
+            err = ProbeError(ProbeErrorReason.INTERNAL, f"probe '{kind}' crashed: {traceback.format_exc(limit=3)}")
+            result = {}
+            return {t.key: err for t in targets}
+        missing = ProbeError(ProbeErrorReason.INTERNAL, f"probe '{kind}' returned no outcome for this endpoint")
+        return {t.key: result.get(t.key, missing) for t in targets}
+
+    facts: dict[str, dict[str, ProbeOutcome]] = {}
+    with ThreadPoolExecutor(max_workers=max(1, len(plan.targets))) as pool:
+        futures = {kind: pool.submit(run, kind, targets) for kind, targets in plan.targets.items()}
+        for kind, future in futures.items():
+            facts[kind] = future.result()
+            if progress is not None:
+                progress(kind, len(plan.targets[kind]))
+    return facts
+
+
+def _apply_waiver(verdict: Verdict, check: PlannedCheck, waivers: Waivers, now: datetime) -> Verdict:
+    if verdict.status is not Status.FAIL:
+        return verdict
+    waiver = waivers.find(check.control.id, check.ref.system.id, check.ref.endpoint.key_id)
+    if waiver is None:
+        return verdict
+    if waiver.active(now):
+        msg = f"waived until {waiver.expires} by {waiver.approved_by}: {waiver.reason} — finding: {verdict.message}"
+        return Verdict(Status.WAIVED, msg, {**verdict.evidence, "waiver_expires": str(waiver.expires)})
+    return Verdict(Status.FAIL, f"{verdict.message} (waiver expired on {waiver.expires})", verdict.evidence)
+
+
+def judge_all(
+    plan: Plan, facts: Mapping[str, Mapping[str, ProbeOutcome]], waivers: Waivers, now: datetime
+) -> list[FindingRecord]:
+    """Pure: every planned check gets exactly one record."""
+    records: list[FindingRecord] = []
+    for check in plan.checks:
+        control, ref = check.control, check.ref
+        outcome = facts.get(control.spec.probe, {}).get(ref.key)
+        if ref.key in plan.unresolved:
+            verdict = could_not_assess(control.rule, plan.unresolved[ref.key])
+        elif outcome is None:
+            verdict = could_not_assess(
+                control.rule, f"the '{control.spec.probe}' probe cannot look at {ref.endpoint.protocol.value} endpoints"
+            )
+        elif isinstance(outcome, ProbeError):
+            verdict = could_not_assess(control.rule, outcome.message())
+        else:
+            verdict = judge(control.rule, outcome.facts, control.params, now)
+        verdict = _apply_waiver(verdict, check, waivers, now)
+        records.append(
+            FindingRecord(
+                control_id=control.id,
+                family=control.spec.family,
+                severity=control.spec.severity.value,
+                region_id=ref.region.id,
+                system_id=ref.system.id,
+                endpoint_key=ref.key,
+                criticality=ref.system.criticality.value,
+                status=verdict.status,
+                message=verdict.message,
+                evidence=verdict.evidence,
+            )
+        )
+    return records

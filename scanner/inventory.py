@@ -1,0 +1,250 @@
+"""The declared inventory: regions → systems → endpoints. Only what is declared here is ever scanned."""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+import socket
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator, model_validator
+
+from scanner.config import Config, IPNetwork, Strict
+from scanner.errors import InputError, Problem
+from scanner.models import Criticality, EndpointProtocol
+from scanner.yamlio import LoadedYaml, load_yaml, validate_model
+
+ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+Id = Annotated[str, Field(pattern=ID_PATTERN, description="lower-case letters, digits, '.', '_' and '-'")]
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?$")
+
+TLS_PROTOCOLS = frozenset(
+    {
+        EndpointProtocol.HTTPS,
+        EndpointProtocol.TLS,
+        EndpointProtocol.FHIR,
+        EndpointProtocol.DICOM_TLS,
+        EndpointProtocol.MLLP_TLS,
+        EndpointProtocol.SYSLOG_TLS,
+        EndpointProtocol.LDAPS,
+    }
+)
+
+
+def _check_host(value: str) -> str:
+    """An IP address or an RFC 1123 hostname; nothing that could be read as an option or a range."""
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        pass
+    if "/" in value:
+        raise ValueError("a network range is not a target; declare each host (hcscan never expands ranges)")
+    if not _HOSTNAME.match(value):
+        raise ValueError(f"'{value}' is neither an IP address nor a valid hostname")
+    return value.lower().rstrip(".")
+
+
+class Endpoint(Strict):
+    id: Id | None = Field(None, description="Defaults to '<protocol>-<port>'.")
+    host: str = Field(description="IP address or DNS name of the endpoint.")
+    port: int = Field(ge=1, le=65535)
+    protocol: EndpointProtocol
+    server_name: str | None = Field(None, description="Hostname for SNI and certificate matching.")
+    tags: list[str] = Field(default_factory=list)
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        return _check_host(value)
+
+    @field_validator("server_name")
+    @classmethod
+    def _server_name(cls, value: str | None) -> str | None:
+        if value is not None and not _HOSTNAME.match(value):
+            raise ValueError(f"'{value}' is not a valid hostname")
+        return value.lower().rstrip(".") if value else value
+
+    @property
+    def key_id(self) -> str:
+        return self.id or f"{self.protocol.value}-{self.port}"
+
+
+class SystemPoliteness(Strict):
+    timing: int | None = Field(None, ge=0, le=5)
+    max_concurrency: int | None = Field(None, ge=1, le=64)
+    timeout_s: float | None = Field(None, gt=0, le=300)
+
+
+class System(Strict):
+    id: Id
+    name: str = Field(min_length=1)
+    owner: str = Field(min_length=1, description="Who answers for the system (team or person).")
+    criticality: Criticality
+    description: str = ""
+    tags: list[str] = Field(default_factory=list)
+    fragile: bool = Field(False, description="Medical device or other fragile target: light probes only.")
+    politeness: SystemPoliteness | None = None
+    endpoints: list[Endpoint] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_endpoints(self) -> System:
+        seen: set[str] = set()
+        for ep in self.endpoints:
+            if ep.key_id in seen:
+                raise ValueError(f"duplicate endpoint id '{ep.key_id}' in system '{self.id}'")
+            seen.add(ep.key_id)
+        return self
+
+
+class Region(Strict):
+    id: Id
+    name: str = Field(min_length=1)
+
+
+class InventoryFile(Strict):
+    """One inventory file: one region and its systems."""
+
+    region: Region
+    systems: list[System] = Field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class EndpointRef:
+    """A declared endpoint with its system and region, as the planner sees it."""
+
+    region: Region
+    system: System
+    endpoint: Endpoint
+
+    @property
+    def key(self) -> str:
+        return f"{self.system.id}/{self.endpoint.key_id}"
+
+
+@dataclass(frozen=True)
+class Inventory:
+    regions: dict[str, Region]
+    systems: dict[str, tuple[Region, System]]
+    files: tuple[Path, ...]
+    digest: str  # sha256 over the files' bytes, recorded with every run
+    locations: dict[str, tuple[Path, int | None]]  # endpoint key → (file, line of its host), for messages
+
+    def endpoints(self) -> Iterator[EndpointRef]:
+        for region, system in self.systems.values():
+            for ep in system.endpoints:
+                yield EndpointRef(region, system, ep)
+
+
+def _yaml_files(paths: Iterable[Path]) -> list[Path]:
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files.extend(sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml")))
+        elif path.exists():
+            files.append(path)
+        else:
+            raise InputError.single("inventory path does not exist", file=path, hint="fix `inventory:` in config")
+    return files
+
+
+def load_inventory(paths: Iterable[Path], *, skip_names: Iterable[str] = ("waivers.yaml",)) -> Inventory:
+    """Load every inventory file; collect all problems (duplicates across files too) before raising."""
+    problems: list[Problem] = []
+    regions: dict[str, Region] = {}
+    systems: dict[str, tuple[Region, System]] = {}
+    where: dict[str, tuple[LoadedYaml, tuple[str | int, ...]]] = {}
+    locations: dict[str, tuple[Path, int | None]] = {}
+    digest = hashlib.sha256()
+    files = [f for f in _yaml_files(paths) if f.name not in set(skip_names)]
+    for file in files:
+        try:
+            loaded = load_yaml(file)
+            digest.update(file.read_bytes())
+            inv = validate_model(InventoryFile, loaded)
+        except InputError as exc:
+            problems.extend(exc.problems)
+            continue
+        if inv.region.id in regions:
+            problems.append(
+                loaded.problem(("region", "id"), f"duplicate region id '{inv.region.id}'", "one file per region")
+            )
+        regions[inv.region.id] = inv.region
+        for i, system in enumerate(inv.systems):
+            if system.id in systems:
+                first, first_path = where[system.id]
+                line, _ = first.where(first_path)
+                problems.append(
+                    loaded.problem(
+                        ("systems", i, "id"),
+                        f"duplicate system id '{system.id}' (first declared in {first.file}:{line})",
+                        "system ids must be unique across the whole inventory",
+                    )
+                )
+                continue
+            systems[system.id] = (inv.region, system)
+            where[system.id] = (loaded, ("systems", i, "id"))
+            for j, ep in enumerate(system.endpoints):
+                line, _ = loaded.where(("systems", i, "endpoints", j, "host"))
+                locations[f"{system.id}/{ep.key_id}"] = (file, line)
+    if not files and not problems:
+        problems.append(Problem(None, None, None, "the inventory is empty: no YAML files found", "check `inventory:`"))
+    if problems:
+        raise InputError(problems)
+    return Inventory(regions, systems, tuple(files), digest.hexdigest(), locations)
+
+
+@dataclass(frozen=True)
+class ScopedTargets:
+    """Endpoint key → address for targets in scope; names that did not resolve become `error` findings."""
+
+    addresses: dict[str, str]
+    unresolved: dict[str, str]  # endpoint key → reason
+
+
+def check_scope(inventory: Inventory, allowed: list[IPNetwork]) -> ScopedTargets:
+    """Resolve each endpoint host and refuse any address outside the allowed networks.
+
+    Raises InputError (nothing is scanned, nothing stored) if any declared target is out of scope.
+    A name that does not resolve is not the user's input error: it is reported as could-not-assess.
+    """
+    problems: list[Problem] = []
+    addresses: dict[str, str] = {}
+    unresolved: dict[str, str] = {}
+    for ref in inventory.endpoints():
+        host = ref.endpoint.host
+        file, line = inventory.locations.get(ref.key, (None, None))
+        try:
+            addr = ipaddress.ip_address(host)
+        except ValueError:
+            try:
+                infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+            except (socket.gaierror, UnicodeError) as exc:
+                unresolved[ref.key] = f"host name '{host}' does not resolve ({exc})"
+                continue
+            found = sorted({ipaddress.ip_address(str(info[4][0])) for info in infos}, key=str)
+            outside = [a for a in found if not any(a in net for net in allowed)]
+            addr = outside[0] if outside else found[0]
+        if not any(addr in net for net in allowed):
+            problems.append(
+                Problem(
+                    file,
+                    line,
+                    None,
+                    f"{ref.key}: target {host} ({addr}) is outside the allowed networks "
+                    f"({', '.join(str(n) for n in allowed) or 'none configured'})",
+                    "add its network to scope.allowed_networks in config.yaml if it really is yours to scan",
+                )
+            )
+            continue
+        addresses[ref.key] = str(addr)
+    if problems:
+        raise InputError(problems)
+    return ScopedTargets(addresses, unresolved)
+
+
+def inventory_paths(config: Config) -> list[Path]:
+    return [config.resolve(p) for p in config.inventory]

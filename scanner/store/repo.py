@@ -1,0 +1,226 @@
+"""Writes of scan runs and findings. A run's findings and lifecycle land in one transaction or not at all."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, insert, select, update
+from sqlmodel import Session
+
+from scanner.models import Status
+from scanner.results import FindingRecord, RunMeta, RunSummary
+from scanner.store.models import ControlDef, Finding, FindingState, ScanRun, SystemDef
+
+RUNNING, COMPLETE, INTERRUPTED, FAILED = "running", "complete", "interrupted", "failed"
+NOT_COMPLIANT = {Status.FAIL.value, Status.ERROR.value, Status.WAIVED.value}
+_CHUNK = 500
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def mark_interrupted_runs(engine: Engine, host: str, alive: Callable[[int], bool] = _pid_alive) -> list[int]:
+    """Runs left `running` on this host by a process that no longer exists are marked `interrupted`."""
+    with Session(engine) as session:
+        stale = (
+            session.exec(  # type: ignore[call-overload]
+                select(ScanRun).where(ScanRun.status == RUNNING, ScanRun.host == host)  # type: ignore[arg-type]
+            )
+            .scalars()
+            .all()
+        )
+        ids = [r.id for r in stale if r.id is not None and not alive(r.pid)]
+        if ids:
+            session.execute(
+                update(ScanRun)
+                .where(ScanRun.id.in_(ids))  # type: ignore[union-attr]
+                .values(status=INTERRUPTED, status_detail="the scanning process ended before the run completed")
+            )
+            session.commit()
+        return ids
+
+
+def start_run(engine: Engine, meta: RunMeta, started_at: datetime | None = None) -> int:
+    with Session(engine) as session:
+        run = ScanRun(
+            started_at=started_at or _now(),
+            status=RUNNING,
+            tool_version=meta.tool_version,
+            catalog_digest=meta.catalog_digest,
+            inventory_digest=meta.inventory_digest,
+            config_digest=meta.config_digest,
+            selection=meta.selection,
+            regions=meta.regions,
+            host=meta.host,
+            pid=meta.pid,
+            agent_id=meta.agent_id,
+        )
+        session.add(run)
+        _record_definitions(session, meta)
+        session.commit()
+        assert run.id is not None
+        return run.id
+
+
+def _record_definitions(session: Session, meta: RunMeta) -> None:
+    """Snapshot control and system descriptions once per catalogue/inventory version, for reports."""
+    have_controls = set(
+        session.execute(
+            select(ControlDef.control_id).where(ControlDef.catalog_digest == meta.catalog_digest)  # type: ignore[arg-type]
+        ).scalars()
+    )
+    rows = [
+        {"catalog_digest": meta.catalog_digest, **asdict(c)} for c in meta.controls if c.control_id not in have_controls
+    ]
+    if rows:
+        session.execute(insert(ControlDef), rows)
+    have_systems = set(
+        session.execute(
+            select(SystemDef.system_id).where(SystemDef.inventory_digest == meta.inventory_digest)  # type: ignore[arg-type]
+        ).scalars()
+    )
+    rows = [
+        {"inventory_digest": meta.inventory_digest, **asdict(s)}
+        for s in meta.systems
+        if s.system_id not in have_systems
+    ]
+    if rows:
+        session.execute(insert(SystemDef), rows)
+
+
+def end_run(engine: Engine, run_id: int, status: str, detail: str) -> None:
+    """Close a run that will not complete (interrupted by a signal, or failed by a bug); stores no findings."""
+    with Session(engine) as session:
+        session.execute(
+            update(ScanRun)
+            .where(ScanRun.id == run_id)  # type: ignore[arg-type]
+            .values(status=status, status_detail=detail[:2000], finished_at=_now())
+        )
+        session.commit()
+
+
+def _change(prev: FindingState | None, status: str) -> str:
+    bad = status in NOT_COMPLIANT
+    if status == Status.WAIVED.value:
+        return "waived"
+    if prev is None:
+        return "new" if bad else "unchanged"
+    was_bad = prev.status in NOT_COMPLIANT
+    if bad and not was_bad:
+        return "regressed" if prev.resolved_at is not None or prev.first_seen_at is not None else "new"
+    if was_bad and not bad:
+        return "fixed"
+    return "unchanged"
+
+
+def _chunks(items: Sequence[str], size: int = _CHUNK) -> Iterable[Sequence[str]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def complete_run(
+    engine: Engine, run_id: int, records: Sequence[FindingRecord], finished_at: datetime | None = None
+) -> RunSummary:
+    """Store every finding of the run, update each fingerprint's lifecycle and mark the run complete — atomically."""
+    when = finished_at or _now()
+    counts = Counter(r.status.value for r in records)
+    changes: Counter[str] = Counter()
+    with Session(engine) as session, session.begin():
+        fps = [r.fingerprint for r in records]
+        existing: dict[str, FindingState] = {}
+        for chunk in _chunks(fps):
+            for state in session.execute(
+                select(FindingState).where(FindingState.fingerprint.in_(chunk))  # type: ignore[attr-defined]
+            ).scalars():
+                existing[state.fingerprint] = state
+        finding_rows: list[dict[str, Any]] = []
+        new_states: list[dict[str, Any]] = []
+        for rec in records:
+            status = rec.status.value
+            prev = existing.get(rec.fingerprint)
+            change = _change(prev, status)
+            changes[change] += 1
+            finding_rows.append(
+                {
+                    "run_id": run_id,
+                    "fingerprint": rec.fingerprint,
+                    "control_id": rec.control_id,
+                    "family": rec.family,
+                    "severity": rec.severity,
+                    "region_id": rec.region_id,
+                    "system_id": rec.system_id,
+                    "endpoint_key": rec.endpoint_key,
+                    "criticality": rec.criticality,
+                    "status": status,
+                    "change": change,
+                    "message": rec.message,
+                    "evidence": rec.evidence,
+                    "observed_at": when,
+                }
+            )
+            bad = status in NOT_COMPLIANT
+            if prev is None:
+                new_states.append(
+                    {
+                        "fingerprint": rec.fingerprint,
+                        "control_id": rec.control_id,
+                        "region_id": rec.region_id,
+                        "system_id": rec.system_id,
+                        "endpoint_key": rec.endpoint_key,
+                        "status": status,
+                        "first_seen_at": when if bad else None,
+                        "last_seen_at": when if bad else None,
+                        "resolved_at": None,
+                        "last_verified_at": when,
+                        "last_run_id": run_id,
+                        "times_reopened": 0,
+                    }
+                )
+            else:
+                prev.status = status
+                prev.last_verified_at = when
+                prev.last_run_id = run_id
+                if bad:
+                    if prev.first_seen_at is None:
+                        prev.first_seen_at = when
+                    if change == "regressed":
+                        prev.times_reopened += 1
+                        prev.resolved_at = None
+                    prev.last_seen_at = when
+                elif change == "fixed":
+                    prev.resolved_at = when
+        if finding_rows:
+            session.execute(insert(Finding), finding_rows)
+        if new_states:
+            session.execute(insert(FindingState), new_states)
+        session.execute(
+            update(ScanRun)
+            .where(ScanRun.id == run_id)  # type: ignore[arg-type]
+            .values(
+                status=COMPLETE,
+                finished_at=when,
+                n_findings=len(records),
+                n_pass=counts[Status.PASS.value],
+                n_fail=counts[Status.FAIL.value],
+                n_error=counts[Status.ERROR.value],
+                n_not_applicable=counts[Status.NOT_APPLICABLE.value],
+                n_waived=counts[Status.WAIVED.value],
+            )
+        )
+    return RunSummary(run_id=run_id, status=COMPLETE, counts=dict(counts), changes=dict(changes))

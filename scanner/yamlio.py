@@ -1,0 +1,163 @@
+"""Safe YAML loading that remembers where every value came from.
+
+PyYAML's safe loader silently keeps the last of duplicate keys and forgets line numbers once the
+data is built. We compose the node graph ourselves (safe constructors only, no tags that build
+objects), refuse duplicate keys, and keep a map from data paths to source positions so validation
+errors can name file:line:column.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from scanner.errors import InputError, Problem
+
+PathKey = tuple[str | int, ...]
+M = TypeVar("M", bound=BaseModel)
+
+MAX_YAML_BYTES = 8 * 1024 * 1024  # inventories and catalogues are text written by people
+
+
+@dataclass
+class LoadedYaml:
+    """Plain data from one YAML file plus the source position of every mapping key and value."""
+
+    file: Path
+    data: Any
+    positions: dict[PathKey, tuple[int, int]] = field(default_factory=dict)
+
+    def where(self, path: Sequence[str | int]) -> tuple[int | None, int | None]:
+        """Best known (line, column) for a data path: the deepest prefix we have a position for."""
+        key = tuple(path)
+        while key:
+            if key in self.positions:
+                return self.positions[key]
+            key = key[:-1]
+        return self.positions.get((), (None, None))  # type: ignore[return-value]
+
+    def problem(self, path: Sequence[str | int], message: str, hint: str = "") -> Problem:
+        line, col = self.where(path)
+        return Problem(self.file, line, col, message, hint)
+
+
+def _construct(node: yaml.Node, path: PathKey, out: LoadedYaml, problems: list[Problem]) -> Any:
+    # A mapping key's own position was recorded by the parent; keep it (errors point at the key).
+    out.positions.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
+    if isinstance(node, yaml.MappingNode):
+        result: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                problems.append(_at(out.file, key_node, "mapping keys must be plain strings"))
+                continue
+            key = str(key_node.value)
+            if key == "<<":
+                problems.append(_at(out.file, key_node, "YAML merge keys (<<) are not supported", "write the keys out"))
+                continue
+            if key in result:
+                problems.append(
+                    _at(out.file, key_node, f"duplicate key '{key}'", "each key may appear once in a mapping")
+                )
+                continue
+            out.positions[(*path, key)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            result[key] = _construct(value_node, (*path, key), out, problems)
+        return result
+    if isinstance(node, yaml.SequenceNode):
+        return [_construct(item, (*path, i), out, problems) for i, item in enumerate(node.value)]
+    assert isinstance(node, yaml.ScalarNode)
+    # Resolve the plain scalar with the safe constructor (ints, floats, bools, null, timestamps as str).
+    if node.tag == "tag:yaml.org,2002:timestamp":
+        return str(node.value)
+    try:
+        return _scalar(node)
+    except yaml.YAMLError as exc:
+        problems.append(_at(out.file, node, f"unreadable value: {exc}"))
+        return None
+
+
+def _scalar(node: yaml.ScalarNode) -> Any:
+    loader = yaml.SafeLoader("")
+    try:
+        return loader.construct_object(node, deep=True)
+    finally:
+        loader.dispose()
+
+
+def _at(file: Path, node: yaml.Node, message: str, hint: str = "") -> Problem:
+    return Problem(file, node.start_mark.line + 1, node.start_mark.column + 1, message, hint)
+
+
+def load_yaml(file: Path, *, text: str | None = None) -> LoadedYaml:
+    """Load one YAML document. Raises InputError with file:line:column on any syntax problem."""
+    if text is None:
+        try:
+            if file.stat().st_size > MAX_YAML_BYTES:
+                raise InputError.single(f"file is larger than {MAX_YAML_BYTES // 1024 // 1024} MiB", file=file)
+            text = file.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise InputError.single("file not found", file=file, hint="check the path in config.yaml") from None
+        except UnicodeDecodeError as exc:
+            raise InputError.single(
+                f"not UTF-8 text ({exc.reason})", file=file, hint="save the file as UTF-8"
+            ) from None
+        except OSError as exc:
+            raise InputError.single(f"cannot read file: {exc.strerror}", file=file) from None
+    out = LoadedYaml(file=file, data=None)
+    try:
+        nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        line = mark.line + 1 if mark is not None else None
+        col = mark.column + 1 if mark is not None else None
+        msg = f"YAML syntax error: {exc.problem or exc}"
+        if exc.context:
+            msg += f" ({exc.context})"
+        raise InputError(
+            [Problem(file, line, col, msg, "check indentation, colons and quoting on that line")]
+        ) from None
+    except yaml.YAMLError as exc:
+        raise InputError.single(f"YAML error: {exc}", file=file) from None
+    if len(nodes) > 1:
+        raise InputError.single(
+            "more than one YAML document ('---') in one file", file=file, hint="use one document per file"
+        )
+    if not nodes or nodes[0] is None:
+        out.data = None
+        return out
+    problems: list[Problem] = []
+    out.data = _construct(nodes[0], (), out, problems)
+    if problems:
+        raise InputError(problems)
+    return out
+
+
+def validate_model(model: type[M], loaded: LoadedYaml, data: Any = None, base: PathKey = ()) -> M:
+    """Validate data against a pydantic model; translate every error to file:line:column."""
+    try:
+        return model.model_validate(loaded.data if data is None else data)
+    except ValidationError as exc:
+        raise InputError(problems_from_validation(exc, loaded, base)) from None
+
+
+def problems_from_validation(exc: ValidationError, loaded: LoadedYaml, base: PathKey = ()) -> list[Problem]:
+    problems = []
+    for err in exc.errors(include_url=False):
+        loc = (*base, *(p for p in err["loc"] if isinstance(p, str | int)))
+        dotted = ".".join(str(p) for p in loc) or "(top level)"
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            msg = f"unknown field '{loc[-1]}'"
+            hint = "remove it or fix its spelling; `hcscan schema` prints the allowed fields"
+        elif kind == "missing":
+            msg = f"missing required field '{dotted}'"
+            hint = "add it"
+        else:
+            msg = f"{dotted}: {err['msg']}"
+            hint = ""
+        problems.append(loaded.problem(loc, msg, hint))
+    return problems
