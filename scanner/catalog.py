@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import Field, ValidationError, field_validator
 
-from scanner.checks.assertions import AssertionSyntaxError, compile_assertion
+from scanner.checks.assertions import AssertionSyntaxError, compile_assertion, placeholders
 from scanner.checks.registry import CheckType, available_check_types
 from scanner.checks.verdict import Rule
 from scanner.config import Strict
@@ -264,6 +264,19 @@ def _compile_control(
     except AssertionSyntaxError as exc:
         problems.append(loaded.problem(exc.path, exc.message, exc.hint))
         return None
+    for key, template in (("pass", spec.message.pass_), ("fail", spec.message.fail)):
+        for name in sorted(placeholders(template or "")):
+            bad_param = name.startswith("params.") and name.removeprefix("params.") not in params
+            bad_fact = not name.startswith("params.") and name != "reasons" and name not in known
+            if bad_param or bad_fact:
+                problems.append(
+                    loaded.problem(
+                        (*path, "message", key),
+                        f"message refers to unknown {'parameter' if bad_param else 'fact'} '{name}'",
+                        "use {fact.name}, {params.name} or {reasons}",
+                    )
+                )
+                return None
     rule = Rule(assertion, check_type, when, spec.message.pass_, spec.message.fail)
     line, _ = loaded.where((*path, "id"))
     return Control(spec=spec, rule=rule, params=params, source=loaded.file, line=line)

@@ -39,9 +39,10 @@ class OutputFormat(StrEnum):
 
 
 def _fail_input(exc: InputError) -> NoReturn:
-    err.print(f"[bold red]error:[/] {len(exc.problems)} problem(s) in the input; nothing was scanned or stored.")
+    # Plain echo: rich would wrap long paths, and these lines are read by people and by scripts.
+    click.echo(f"error: {len(exc.problems)} problem(s) in the input; nothing was scanned or stored.", err=True)
     for problem in exc.problems:
-        err.print(str(problem), markup=False)
+        click.echo(str(problem), err=True)
     sys.exit(EXIT_INPUT)
 
 

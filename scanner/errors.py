@@ -22,7 +22,7 @@ class Problem:
     hint: str = ""
 
     def __str__(self) -> str:
-        where = str(self.file) if self.file is not None else "<input>"
+        where = _display(self.file) if self.file is not None else "<input>"
         if self.line is not None:
             where += f":{self.line}"
             if self.column is not None:
@@ -43,3 +43,11 @@ class InputError(Exception):
     @classmethod
     def single(cls, message: str, *, file: Path | None = None, line: int | None = None, hint: str = "") -> InputError:
         return cls([Problem(file, line, None, message, hint)])
+
+
+def _display(path: Path) -> str:
+    """A path as the user would type it: relative to the working directory when it is below it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except (ValueError, OSError):
+        return str(path)

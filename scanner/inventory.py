@@ -41,7 +41,11 @@ def _check_host(value: str) -> str:
         return str(ipaddress.ip_address(value))
     except ValueError:
         pass
-    if "/" in value:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        pass
+    else:
         raise ValueError("a network range is not a target; declare each host (hcscan never expands ranges)")
     if not _HOSTNAME.match(value):
         raise ValueError(f"'{value}' is neither an IP address nor a valid hostname")

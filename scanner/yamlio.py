@@ -39,7 +39,8 @@ class LoadedYaml:
             if key in self.positions:
                 return self.positions[key]
             key = key[:-1]
-        return self.positions.get((), (None, None))  # type: ignore[return-value]
+        line, column = self.positions.get((), (0, 0))
+        return (line or None, column or None)
 
     def problem(self, path: Sequence[str | int], message: str, hint: str = "") -> Problem:
         line, col = self.where(path)

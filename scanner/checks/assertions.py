@@ -12,6 +12,7 @@ message ("tls.protocols has TLSv1.0, TLSv1.1; must have none of SSLv2, SSLv3, TL
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -334,11 +335,11 @@ def _compile_leaf(
     if not isinstance(fact, str):
         raise AssertionSyntaxError((*path, "fact"), "'fact' must be a fact name such as tls.protocols")
     if known_facts is not None and fact not in known_facts:
-        close = sorted(f for f in known_facts if f.split(".")[0] == fact.split(".")[0])[:6]
+        close = difflib.get_close_matches(fact, sorted(known_facts), n=4, cutoff=0.6)
         raise AssertionSyntaxError(
             (*path, "fact"),
             f"unknown fact '{fact}' for this control's probe",
-            f"`hcscan facts` lists them; similar: {', '.join(close)}" if close else "`hcscan facts` lists them",
+            f"did you mean {' or '.join(close)}? `hcscan facts` lists them" if close else "`hcscan facts` lists them",
         )
     transform = data.get("of")
     if transform is not None and transform not in TRANSFORMS:
@@ -395,6 +396,11 @@ def _compile_operand(op: str, raw: Any, params: Mapping[str, Any] | None, path: 
 
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z0-9_.\-]+)\}")
+
+
+def placeholders(template: str) -> set[str]:
+    """The names a message template refers to."""
+    return set(_PLACEHOLDER.findall(template))
 
 
 def render_message(template: str, ctx: EvalContext, reasons: Sequence[str]) -> str:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from scanner.checks.assertions import AssertionRuntimeError, EvalContext, Node, render_message
+from scanner.checks.assertions import AssertionRuntimeError, EvalContext, Node, placeholders, render_message
 from scanner.checks.registry import CheckType
 from scanner.models import Status
 
@@ -39,6 +39,8 @@ class Rule:
             names |= set(self.check_type.facts)
         if self.when is not None:
             names |= self.when.fact_names()
+        for template in (self.pass_message, self.fail_message):
+            names |= {n for n in placeholders(template or "") if n != "reasons" and not n.startswith("params.")}
         return names
 
 

@@ -6,6 +6,7 @@ import re
 from functools import total_ordering
 
 _TOKEN = re.compile(r"\d+|[a-z]+")
+_PRE_RELEASE = frozenset({"a", "alpha", "b", "beta", "rc", "pre", "preview", "dev"})
 
 
 @total_ordering
@@ -25,8 +26,9 @@ class Version:
 
     def _key(self, length: int) -> tuple[tuple[int, int | str], ...]:
         padded = list(self.parts) + [0] * (length - len(self.parts))
-        # Numbers sort after letters at the same position ("1.0rc1" < "1.0.1"); letters compare alphabetically.
-        return tuple((1, p) if isinstance(p, int) else (0, p) for p in padded)
+        # Pre-release tags sort before the release ("1.0rc1" < "1.0"); other letters are patch levels and sort
+        # after it ("8.9p1" > "8.9", "1.0.2k" > "1.0.2").
+        return tuple((1, p) if isinstance(p, int) else ((0, p) if p in _PRE_RELEASE else (2, p)) for p in padded)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Version):

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, and_, func, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from scanner.store.models import ControlDef, Finding, FindingState, ScanRun, SystemDef
 
@@ -92,7 +92,7 @@ def _run_view(r: ScanRun) -> RunView:
 
 def regions_with_findings(engine: Engine) -> list[str]:
     with Session(engine) as session:
-        return sorted(session.execute(select(FindingState.region_id).distinct()).scalars())
+        return sorted(session.execute(select(col(FindingState.region_id)).distinct()).scalars())
 
 
 def latest_findings(engine: Engine, region_id: str) -> list[FindingView]:
@@ -102,12 +102,12 @@ def latest_findings(engine: Engine, region_id: str) -> list[FindingView]:
         .join(
             FindingState,
             and_(
-                Finding.fingerprint == FindingState.fingerprint,  # type: ignore[arg-type]
-                Finding.run_id == FindingState.last_run_id,  # type: ignore[arg-type]
+                col(Finding.fingerprint) == col(FindingState.fingerprint),
+                col(Finding.run_id) == col(FindingState.last_run_id),
             ),
         )
-        .where(FindingState.region_id == region_id)  # type: ignore[arg-type]
-        .order_by(Finding.system_id, Finding.endpoint_key, Finding.control_id)
+        .where(col(FindingState.region_id) == region_id)
+        .order_by(col(Finding.system_id), col(Finding.endpoint_key), col(Finding.control_id))
     )
     out: list[FindingView] = []
     with Session(engine) as session:
@@ -137,9 +137,9 @@ def latest_findings(engine: Engine, region_id: str) -> list[FindingView]:
 
 def runs(engine: Engine, ids: list[int] | None = None, limit: int = 50) -> list[RunView]:
     """Newest first."""
-    stmt = select(ScanRun).order_by(ScanRun.started_at.desc()).limit(limit)  # type: ignore[attr-defined]
+    stmt = select(ScanRun).order_by(col(ScanRun.started_at).desc()).limit(limit)
     if ids is not None:
-        stmt = select(ScanRun).where(ScanRun.id.in_(ids)).order_by(ScanRun.started_at.desc())  # type: ignore[union-attr]
+        stmt = select(ScanRun).where(col(ScanRun.id).in_(ids)).order_by(col(ScanRun.started_at).desc())
     with Session(engine) as session:
         return [_run_view(r) for r in session.execute(stmt).scalars()]
 
@@ -151,7 +151,7 @@ def last_run(engine: Engine) -> RunView | None:
 
 def control_defs(engine: Engine, catalog_digests: set[str]) -> dict[str, ControlView]:
     """Control descriptions; where several catalogue versions judged, the newest run's wins."""
-    stmt = select(ControlDef).where(ControlDef.catalog_digest.in_(catalog_digests))  # type: ignore[attr-defined]
+    stmt = select(ControlDef).where(col(ControlDef.catalog_digest).in_(catalog_digests))
     out: dict[str, ControlView] = {}
     with Session(engine) as session:
         for c in session.execute(stmt).scalars():
@@ -162,7 +162,7 @@ def control_defs(engine: Engine, catalog_digests: set[str]) -> dict[str, Control
 
 
 def system_defs(engine: Engine, inventory_digests: set[str]) -> dict[str, SystemView]:
-    stmt = select(SystemDef).where(SystemDef.inventory_digest.in_(inventory_digests))  # type: ignore[attr-defined]
+    stmt = select(SystemDef).where(col(SystemDef.inventory_digest).in_(inventory_digests))
     out: dict[str, SystemView] = {}
     with Session(engine) as session:
         for s in session.execute(stmt).scalars():

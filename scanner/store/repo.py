@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine, insert, select, update
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from scanner.models import Status
 from scanner.results import FindingRecord, RunMeta, RunSummary
@@ -39,9 +39,7 @@ def mark_interrupted_runs(engine: Engine, host: str, alive: Callable[[int], bool
     """Runs left `running` on this host by a process that no longer exists are marked `interrupted`."""
     with Session(engine) as session:
         stale = (
-            session.exec(  # type: ignore[call-overload]
-                select(ScanRun).where(ScanRun.status == RUNNING, ScanRun.host == host)  # type: ignore[arg-type]
-            )
+            session.execute(select(ScanRun).where(col(ScanRun.status) == RUNNING, col(ScanRun.host) == host))
             .scalars()
             .all()
         )
@@ -49,7 +47,7 @@ def mark_interrupted_runs(engine: Engine, host: str, alive: Callable[[int], bool
         if ids:
             session.execute(
                 update(ScanRun)
-                .where(ScanRun.id.in_(ids))  # type: ignore[union-attr]
+                .where(col(ScanRun.id).in_(ids))
                 .values(status=INTERRUPTED, status_detail="the scanning process ended before the run completed")
             )
             session.commit()
@@ -82,7 +80,7 @@ def _record_definitions(session: Session, meta: RunMeta) -> None:
     """Snapshot control and system descriptions once per catalogue/inventory version, for reports."""
     have_controls = set(
         session.execute(
-            select(ControlDef.control_id).where(ControlDef.catalog_digest == meta.catalog_digest)  # type: ignore[arg-type]
+            select(col(ControlDef.control_id)).where(col(ControlDef.catalog_digest) == meta.catalog_digest)
         ).scalars()
     )
     rows = [
@@ -92,7 +90,7 @@ def _record_definitions(session: Session, meta: RunMeta) -> None:
         session.execute(insert(ControlDef), rows)
     have_systems = set(
         session.execute(
-            select(SystemDef.system_id).where(SystemDef.inventory_digest == meta.inventory_digest)  # type: ignore[arg-type]
+            select(col(SystemDef.system_id)).where(col(SystemDef.inventory_digest) == meta.inventory_digest)
         ).scalars()
     )
     rows = [
@@ -109,7 +107,7 @@ def end_run(engine: Engine, run_id: int, status: str, detail: str) -> None:
     with Session(engine) as session:
         session.execute(
             update(ScanRun)
-            .where(ScanRun.id == run_id)  # type: ignore[arg-type]
+            .where(col(ScanRun.id) == run_id)
             .values(status=status, status_detail=detail[:2000], finished_at=_now())
         )
         session.commit()
@@ -146,7 +144,7 @@ def complete_run(
         existing: dict[str, FindingState] = {}
         for chunk in _chunks(fps):
             for state in session.execute(
-                select(FindingState).where(FindingState.fingerprint.in_(chunk))  # type: ignore[attr-defined]
+                select(FindingState).where(col(FindingState.fingerprint).in_(chunk))
             ).scalars():
                 existing[state.fingerprint] = state
         finding_rows: list[dict[str, Any]] = []
@@ -211,7 +209,7 @@ def complete_run(
             session.execute(insert(FindingState), new_states)
         session.execute(
             update(ScanRun)
-            .where(ScanRun.id == run_id)  # type: ignore[arg-type]
+            .where(col(ScanRun.id) == run_id)
             .values(
                 status=COMPLETE,
                 finished_at=when,

@@ -1,0 +1,440 @@
+"""The HTTP probe: one GET / per endpoint, facts about status, redirect, HSTS, Server and Date.
+
+Certificate trust is the TLS probe's job, so this probe does not verify certificates and talks to
+legacy servers (TLS 1.0, weak keys, small DH) with a lowered security level: the headers of a
+badly configured server must still be judged. Redirects are never followed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import errno
+import http.client
+import re
+import socket
+import ssl
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from email.utils import parsedate_to_datetime
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+from scanner.probes.base import (
+    FactSpec,
+    JSONValue,
+    ProbeContext,
+    ProbeError,
+    ProbeErrorReason,
+    ProbeFacts,
+    ProbeOutcome,
+    Target,
+)
+
+MAX_BODY_BYTES = 64 * 1024
+MAX_HEADER_CHARS = 200
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+USER_AGENT = "hcscan/0.1 (compliance scanner; +declared-inventory-only)"
+_DIGITS = re.compile(r"[0-9]+")
+_MAX_INT64 = 2**63 - 1
+
+
+# -- HSTS ---------------------------------------------------------------------------------------
+
+
+def parse_hsts(value: str) -> tuple[int | None, bool]:
+    """Parse a Strict-Transport-Security value (RFC 6797 §6.1) into (max_age, include_subdomains).
+
+    Directive names are case-insensitive and values may be quoted. A header that is not valid
+    (no max-age, a non-numeric max-age, a repeated directive, a broken quote) gives max_age None:
+    a browser would ignore it entirely.
+    """
+    seen: set[str] = set()
+    max_age: int | None = None
+    include_subdomains = False
+    valid = True
+    for raw in value.split(";"):
+        part = raw.strip()
+        if not part:
+            continue
+        name, has_value, val = part.partition("=")
+        name = name.strip().lower()
+        val = val.strip()
+        if not name or name in seen:
+            valid = False
+            continue
+        seen.add(name)
+        if val.startswith('"'):
+            if len(val) < 2 or not val.endswith('"'):
+                valid = False
+                continue
+            val = val[1:-1]
+        if name == "max-age":
+            if has_value and _DIGITS.fullmatch(val):
+                max_age = min(int(val), _MAX_INT64)
+            else:
+                valid = False
+        elif name == "includesubdomains":
+            include_subdomains = True
+    if not valid or max_age is None:
+        return None, False
+    return max_age, include_subdomains
+
+
+# -- a hard overall deadline per request ---------------------------------------------------------
+
+
+class _Deadline:
+    """Shuts the request's sockets down when the overall budget is spent (a byte-at-a-time server
+    would otherwise keep a per-read timeout from ever firing)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._socks: list[socket.socket] = []
+        self.fired = False
+
+    def register(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._socks.append(sock)
+            if self.fired:
+                _shutdown(sock)
+
+    def fire(self) -> None:
+        with self._lock:
+            self.fired = True
+            for sock in self._socks:
+                _shutdown(sock)
+
+
+def _shutdown(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+_current = threading.local()  # the _Deadline of the request running on this thread
+
+
+def _register_socket(sock: socket.socket) -> None:
+    deadline: _Deadline | None = getattr(_current, "deadline", None)
+    if deadline is not None:
+        deadline.register(sock)
+
+
+class _TrackedHTTPConnection(HTTPConnection):
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()
+        _register_socket(sock)
+        return sock
+
+
+class _TrackedHTTPSConnection(HTTPSConnection):
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()
+        _register_socket(sock)
+        return sock
+
+
+class _HTTPPool(HTTPConnectionPool):
+    ConnectionCls = _TrackedHTTPConnection
+
+
+class _HTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _TrackedHTTPSConnection
+
+    def _validate_conn(self, conn: Any) -> None:
+        # Connect early like urllib3 does, without its InsecureRequestWarning: not verifying here
+        # is deliberate (the TLS probe judges certificates).
+        if conn.is_closed:
+            conn.connect()
+
+
+def _lenient_tls_context() -> ssl.SSLContext:
+    """A client context that completes a handshake with almost any server: every TLS version
+    OpenSSL still has, every cipher, security level 0, no verification."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+    ctx.set_ciphers("ALL:COMPLEMENTOFDEFAULT:@SECLEVEL=0")
+    ctx.options |= getattr(ssl, "OP_LEGACY_SERVER_CONNECT", 0)
+    return ctx
+
+
+class _ProbeAdapter(HTTPAdapter):
+    """Sends SNI = the declared server name while connecting to the declared address."""
+
+    def __init__(self, server_name: str | None) -> None:
+        self._server_name = server_name
+        super().__init__(max_retries=0, pool_connections=1, pool_maxsize=1)
+
+    def init_poolmanager(self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any) -> None:
+        pool_kwargs["ssl_context"] = _lenient_tls_context()
+        if self._server_name:
+            pool_kwargs["server_hostname"] = self._server_name
+        super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+
+
+# -- one request ----------------------------------------------------------------------------------
+
+
+def _url(target: Target, scheme: str) -> str:
+    host = f"[{target.address}]" if ":" in target.address else target.address
+    return f"{scheme}://{host}:{target.port}/"
+
+
+def _host_header(target: Target, scheme: str) -> str:
+    host = target.server_name or (f"[{target.address}]" if ":" in target.address else target.address)
+    default_port = 443 if scheme == "https" else 80
+    return host if target.port == default_port else f"{host}:{target.port}"
+
+
+def _trim(value: str | None, limit: int = MAX_HEADER_CHARS) -> str | None:
+    return None if value is None else value[:limit]
+
+
+def _clock_skew(date_header: str | None, received_at: float) -> float | None:
+    if not date_header:
+        return None
+    try:
+        server_time = parsedate_to_datetime(date_header)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if server_time.tzinfo is None:
+        server_time = server_time.replace(tzinfo=dt.UTC)
+    return round(server_time.timestamp() - received_at, 3)
+
+
+def facts_from_response(scheme: str, status: int, headers: Any, received_at: float) -> dict[str, JSONValue]:
+    """Facts from a status and a urllib3 header dict (`getlist` keeps repeated headers apart)."""
+
+    def first(name: str) -> str | None:
+        values: list[str] = headers.getlist(name)
+        return values[0] if values else None
+
+    location = first("Location")
+    redirects_to_https = (
+        status in REDIRECT_STATUSES and location is not None and urlsplit(location.strip()).scheme.lower() == "https"
+    )
+    hsts = first("Strict-Transport-Security")
+    max_age, include_subdomains = parse_hsts(hsts) if hsts is not None else (None, False)
+    date = first("Date")
+    return {
+        "http.scheme": scheme,
+        "http.status": status,
+        "http.location": _trim(location, 2048),
+        "http.redirects_to_https": redirects_to_https,
+        "http.hsts.present": hsts is not None,
+        "http.hsts.max_age": max_age,
+        "http.hsts.include_subdomains": include_subdomains,
+        "http.server": _trim(first("Server")),
+        "http.date": _trim(date),
+        "http.clock_skew_seconds": _clock_skew(date, received_at),
+    }
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """The exception and everything it wraps (requests/urllib3 nest the real cause deeply)."""
+    todo: list[BaseException] = [exc]
+    seen: set[int] = set()
+    while todo:
+        cur = todo.pop()
+        if id(cur) in seen or len(seen) > 50:
+            continue
+        seen.add(id(cur))
+        yield cur
+        nested = [cur.__cause__, cur.__context__, getattr(cur, "reason", None), *cur.args]
+        todo.extend(e for e in nested if isinstance(e, BaseException))
+
+
+_UNREACHABLE_ERRNOS = frozenset({errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN, errno.ENETDOWN})
+
+
+def classify_error(exc: BaseException, timeout_s: float) -> ProbeError:
+    """Map a requests/urllib3/ssl/socket exception to a typed probe error."""
+    causes = list(_causes(exc))
+    text = f"{type(exc).__name__}: {exc}"[:500]
+    if any(isinstance(c, ConnectionRefusedError) for c in causes):
+        return ProbeError(ProbeErrorReason.REFUSED, "connection refused")
+    if any(isinstance(c, OSError) and c.errno in _UNREACHABLE_ERRNOS for c in causes):
+        return ProbeError(ProbeErrorReason.UNREACHABLE, text)
+    if isinstance(exc, requests.Timeout) or any(isinstance(c, TimeoutError | socket.timeout) for c in causes):
+        return ProbeError(ProbeErrorReason.TIMEOUT, f"no answer within {timeout_s:g}s ({text})")
+    if isinstance(exc, requests.exceptions.InvalidURL | requests.exceptions.MissingSchema):
+        return ProbeError(ProbeErrorReason.INTERNAL, text)
+    protocol_types = (ssl.SSLError, http.client.HTTPException, ConnectionResetError, BrokenPipeError)
+    if isinstance(exc, requests.exceptions.SSLError | requests.exceptions.ChunkedEncodingError) or any(
+        isinstance(c, protocol_types) for c in causes
+    ):
+        return ProbeError(ProbeErrorReason.PROTOCOL, text)
+    if isinstance(exc, requests.ConnectionError):
+        # the target accepted and then hung up or spoke something that is not HTTP
+        return ProbeError(ProbeErrorReason.PROTOCOL, text)
+    return ProbeError(ProbeErrorReason.INTERNAL, text)
+
+
+def _overall_timeout(timeout_s: float) -> ProbeError:
+    return ProbeError(ProbeErrorReason.TIMEOUT, f"no complete response within {2 * timeout_s:g}s (overall limit)")
+
+
+def fetch(target: Target) -> ProbeOutcome:
+    """GET / on one target. Never raises."""
+    scheme = "http" if target.protocol == "http" else "https"
+    timeout_s = target.politeness.timeout_s
+    deadline = _Deadline()
+    timer = threading.Timer(2 * timeout_s, deadline.fire)
+    timer.daemon = True
+    _current.deadline = deadline
+    session = requests.Session()
+    session.trust_env = False  # never a proxy from the environment: traffic goes to the declared address only
+    session.mount("https://", _ProbeAdapter(target.server_name))
+    session.mount("http://", _ProbeAdapter(target.server_name))
+    timer.start()
+    try:
+        try:
+            response = session.get(
+                _url(target, scheme),
+                headers={
+                    "Host": _host_header(target, scheme),
+                    "User-Agent": USER_AGENT,
+                    "Accept": "*/*",
+                    "Accept-Encoding": "identity",
+                    "Connection": "close",
+                },
+                allow_redirects=False,
+                verify=False,  # certificate trust is judged by the TLS probe, not here
+                timeout=(timeout_s, timeout_s),
+                stream=True,
+            )
+            received_at = time.time()
+            with response:
+                facts = facts_from_response(scheme, response.status_code, response.raw.headers, received_at)
+                read = 0
+                while read < MAX_BODY_BYTES:
+                    chunk = response.raw.read(min(16384, MAX_BODY_BYTES - read), decode_content=False)
+                    if not chunk:
+                        break
+                    read += len(chunk)
+            if deadline.fired:  # the sockets were shut down under us: what we got is truncated
+                return _overall_timeout(timeout_s)
+            return ProbeFacts(facts)
+        except Exception as exc:
+            if deadline.fired:
+                return _overall_timeout(timeout_s)
+            return classify_error(exc, timeout_s)
+    finally:
+        timer.cancel()
+        _current.deadline = None
+        session.close()
+
+
+# -- the probe ------------------------------------------------------------------------------------
+
+
+class HttpProbe:
+    """GET / on https, http and fhir endpoints; facts about redirects and security headers."""
+
+    kind: ClassVar[str] = "http"
+    protocols: ClassVar[frozenset[str]] = frozenset({"https", "http", "fhir"})
+    facts: ClassVar[Sequence[FactSpec]] = (
+        FactSpec("http.scheme", "str", "URL scheme used: 'https' for https and fhir endpoints, 'http' for http."),
+        FactSpec("http.status", "int", "HTTP status code of GET / (redirects are not followed)."),
+        FactSpec("http.location", "str", "The Location header, raw (first 2048 characters).", nullable=True),
+        FactSpec(
+            "http.redirects_to_https",
+            "bool",
+            "Status is 301/302/303/307/308 and the Location header is an absolute https:// URL.",
+        ),
+        FactSpec("http.hsts.present", "bool", "A Strict-Transport-Security header was sent."),
+        FactSpec(
+            "http.hsts.max_age",
+            "int",
+            "max-age of the first Strict-Transport-Security header in seconds; null when absent or "
+            "when the header is invalid (browsers ignore an invalid header).",
+            nullable=True,
+        ),
+        FactSpec(
+            "http.hsts.include_subdomains", "bool", "The (valid) HSTS header has the includeSubDomains directive."
+        ),
+        FactSpec("http.server", "str", "The Server header, truncated to 200 characters.", nullable=True),
+        FactSpec("http.date", "str", "The raw Date header (truncated to 200 characters).", nullable=True),
+        FactSpec(
+            "http.clock_skew_seconds",
+            "float",
+            "Server Date minus local time when the response arrived (positive: server clock ahead); "
+            "null when Date is missing or unparsable. Date has one-second resolution.",
+            nullable=True,
+        ),
+    )
+
+    def gather(self, targets: Sequence[Target], ctx: ProbeContext) -> dict[str, ProbeOutcome]:
+        """Fetch GET / for every target, concurrently within ctx.max_workers and each system's
+        politeness (max_concurrency connections; fragile systems one at a time). Never raises."""
+        results: dict[str, ProbeOutcome] = {}
+        if not targets:
+            return results
+        lanes = _lanes(targets)
+        try:
+            with ThreadPoolExecutor(
+                max_workers=max(1, min(ctx.max_workers, len(lanes))), thread_name_prefix="hcscan-http"
+            ) as pool:
+                futures = [(lane, pool.submit(_run_lane, lane)) for lane in lanes]
+                for lane, future in futures:
+                    try:
+                        results.update(future.result())
+                    except Exception as exc:  # a bug in _run_lane; keep the other lanes' results
+                        for t in lane.targets:
+                            results.setdefault(t.key, ProbeError(ProbeErrorReason.INTERNAL, repr(exc)))
+        except Exception as exc:
+            for t in targets:
+                results.setdefault(t.key, ProbeError(ProbeErrorReason.INTERNAL, repr(exc)))
+        for t in targets:
+            results.setdefault(t.key, ProbeError(ProbeErrorReason.INTERNAL, "no outcome produced"))
+        return results
+
+
+class _Lane:
+    """A worker slot of one system: lanes of a system share its queue of targets."""
+
+    def __init__(self, queue: deque[Target], targets: list[Target]) -> None:
+        self.queue = queue
+        self.targets = targets
+
+
+def _lanes(targets: Sequence[Target]) -> list[_Lane]:
+    """Per system, min(max_concurrency, #targets) lanes (1 if fragile), interleaved across systems
+    so that every system starts early."""
+    by_system: dict[str, list[Target]] = {}
+    for t in targets:
+        by_system.setdefault(t.system_id, []).append(t)
+    per_system: list[list[_Lane]] = []
+    for system_targets in by_system.values():
+        fragile = any(t.politeness.fragile for t in system_targets)
+        limit = 1 if fragile else max(1, min(t.politeness.max_concurrency for t in system_targets))
+        queue: deque[Target] = deque(system_targets)
+        per_system.append([_Lane(queue, system_targets) for _ in range(min(limit, len(system_targets)))])
+    out: list[_Lane] = []
+    for i in range(max(len(lanes) for lanes in per_system)):
+        out.extend(lanes[i] for lanes in per_system if i < len(lanes))
+    return out
+
+
+def _run_lane(lane: _Lane) -> dict[str, ProbeOutcome]:
+    results: dict[str, ProbeOutcome] = {}
+    while True:
+        try:
+            target = lane.queue.popleft()
+        except IndexError:
+            return results
+        try:
+            results[target.key] = fetch(target)
+        except Exception as exc:  # fetch never raises; belt and braces
+            results[target.key] = ProbeError(ProbeErrorReason.INTERNAL, f"{type(exc).__name__}: {exc}")

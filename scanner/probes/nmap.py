@@ -1,0 +1,384 @@
+"""The one place hcscan runs nmap: argument building from validated parts, running, and XML parsing.
+
+Arguments are built only from validated pieces (IP addresses, port numbers, allowlisted scripts and
+flags), so nothing a control or inventory says can smuggle an option into the command line. The raw
+XML is kept as evidence and parsed with a hardened parser, because script output comes from targets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+import shlex
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias
+from xml.etree.ElementTree import Element
+
+import defusedxml.ElementTree as SafeET
+import nmap
+
+from scanner.probes.base import Politeness, ProbeErrorReason
+
+NseValue: TypeAlias = str | list["NseValue"] | dict[str, "NseValue"]
+
+# Script → its categories as nmap 7.93's script.db lists them (tests compare with the installed db).
+ALLOWED_SCRIPTS: Mapping[str, frozenset[str]] = {
+    "ssl-enum-ciphers": frozenset({"discovery", "intrusive"}),
+    "ssl-cert": frozenset({"default", "discovery", "safe"}),
+    "ssl-date": frozenset({"default", "discovery", "safe"}),
+    "sslv2": frozenset({"default", "safe"}),
+    "tls-alpn": frozenset({"default", "discovery", "safe"}),
+    "tls-nextprotoneg": frozenset({"default", "discovery", "safe"}),
+    "ssl-dh-params": frozenset({"safe", "vuln"}),
+    "dicom-ping": frozenset({"auth", "default", "discovery", "safe"}),
+    "banner": frozenset({"discovery", "safe"}),
+    "http-headers": frozenset({"discovery", "safe"}),
+    "http-title": frozenset({"default", "discovery", "safe"}),
+    "http-server-header": frozenset({"version"}),
+    "http-security-headers": frozenset({"discovery", "safe"}),
+    "http-date": frozenset({"discovery", "safe"}),
+    "http-methods": frozenset({"default", "safe"}),
+    "ssh-hostkey": frozenset({"default", "discovery", "safe"}),
+    "ssh2-enum-algos": frozenset({"discovery", "safe"}),
+    "ntp-info": frozenset({"default", "discovery", "safe"}),
+    "ldap-rootdse": frozenset({"discovery", "safe"}),
+    "rdp-enum-encryption": frozenset({"discovery", "safe"}),
+    "smb-protocols": frozenset({"discovery", "safe"}),
+    "smb2-security-mode": frozenset({"default", "discovery", "safe"}),
+    "telnet-encryption": frozenset({"discovery", "safe"}),
+    "vnc-info": frozenset({"default", "discovery", "safe"}),
+}
+
+REFUSED_CATEGORIES: frozenset[str] = frozenset({"brute", "dos", "exploit", "intrusive", "malware", "fuzzer"})
+
+# Reviewed exceptions to REFUSED_CATEGORIES, with the reason. nmap files ssl-enum-ciphers under
+# "intrusive" only because it makes many (ordinary, complete) handshakes; TLS-01/02 need it.
+REVIEWED_EXCEPTIONS: Mapping[str, str] = {
+    "ssl-enum-ciphers": "many ordinary TLS handshakes, nothing else; needed for protocol/cipher facts",
+}
+
+# Scripts that write into a DICOM archive (C-STORE) are refused whatever the allowlist says.
+_DICOM_WRITING = re.compile(r"dicom-(store|put|upload|send)", re.IGNORECASE)
+_SCRIPT_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*(\.[a-z0-9-]+)*$")
+_ARG_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_ARG_VALUE = re.compile(r"^[A-Za-z0-9_.:/@+-]*$")
+_SCAN_DELAY = re.compile(r"^\d{1,5}(ms|s)?$")
+
+# Extra flags a caller may add: bare flags, and flags taking one validated value.
+EXTRA_FLAGS: frozenset[str] = frozenset({"-sV", "--version-light", "--reason", "--open"})
+EXTRA_VALUED: Mapping[str, re.Pattern[str]] = {
+    "--version-intensity": re.compile(r"^[0-9]$"),
+    "--max-retries": re.compile(r"^(10|[0-9])$"),
+    "--max-rate": re.compile(r"^\d{1,6}(\.\d{1,3})?$"),
+    "--scan-delay": _SCAN_DELAY,
+    "--max-scan-delay": _SCAN_DELAY,
+}
+
+
+class NmapArgumentError(ValueError):
+    """An nmap argument did not pass validation (not an IP, bad port, unknown flag ...)."""
+
+
+class ScriptRefused(NmapArgumentError):
+    """An NSE script is not on the allowlist or belongs to a refused category."""
+
+
+@dataclass(frozen=True)
+class NmapError(Exception):
+    """nmap could not run or produced nothing usable; `reason` maps straight to a ProbeError."""
+
+    reason: ProbeErrorReason
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.reason.value}: {self.detail}"
+
+
+@dataclass(frozen=True)
+class NmapRun:
+    """One finished nmap process: the raw XML (evidence), its hash, the exact argv and the wall time."""
+
+    xml: str
+    xml_sha256: str
+    command: list[str]
+    elapsed_s: float
+
+
+@dataclass(frozen=True)
+class NmapScript:
+    """One NSE script result: the flat text and the structured `<table>/<elem>` tree."""
+
+    id: str
+    output: str
+    data: NseValue
+
+
+@dataclass(frozen=True)
+class NmapPort:
+    """One scanned (host, port)."""
+
+    address: str
+    port: int
+    protocol: str
+    state: str  # open, closed, filtered, open|filtered ...
+    reason: str
+    service: str | None
+    scripts: Mapping[str, NmapScript] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NmapScan:
+    """A parsed nmap XML document."""
+
+    ports: Mapping[tuple[str, int], NmapPort]
+    hosts_up: frozenset[str]
+    hosts_timed_out: frozenset[str]
+    finished_ok: bool
+    error_message: str | None
+
+
+# ---------------------------------------------------------------------------------------------
+# validation and argument building (pure)
+
+
+def validate_host(host: str) -> str:
+    """Return the canonical text of an IP address; refuse names, ranges and anything else."""
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError as exc:
+        raise NmapArgumentError(f"not an IP address: {host!r}") from exc
+
+
+def validate_port(port: int) -> int:
+    """Return the port if it is an int in 1..65535."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise NmapArgumentError(f"not a TCP port number: {port!r}")
+    return port
+
+
+def validate_script(name: str) -> str:
+    """Return the script name if allowlisted and in no refused category; else raise ScriptRefused."""
+    if not isinstance(name, str) or not _SCRIPT_NAME.match(name):
+        raise ScriptRefused(f"not a plain NSE script name: {name!r}")
+    if _DICOM_WRITING.search(name):
+        raise ScriptRefused(f"script {name!r} would write into a DICOM archive")
+    categories = ALLOWED_SCRIPTS.get(name)
+    if categories is None:
+        raise ScriptRefused(f"script {name!r} is not on hcscan's allowlist")
+    refused = categories & REFUSED_CATEGORIES
+    if refused and name not in REVIEWED_EXCEPTIONS:
+        raise ScriptRefused(f"script {name!r} is in refused categories {sorted(refused)}")
+    return name
+
+
+def validate_script_args(script_args: Mapping[str, str]) -> str | None:
+    """Render `--script-args` from plain keys and values (no commas, braces, quotes or spaces)."""
+    parts: list[str] = []
+    for key, value in sorted(script_args.items()):
+        if not _ARG_KEY.match(key) or not isinstance(value, str) or not _ARG_VALUE.match(value):
+            raise NmapArgumentError(f"script argument refused: {key!r}={value!r}")
+        parts.append(f"{key}={value}")
+    return ",".join(parts) if parts else None
+
+
+def validate_extra(extra: Sequence[str]) -> list[str]:
+    """Accept only allowlisted extra flags, each valued flag followed by a value matching its pattern."""
+    out: list[str] = []
+    i = 0
+    while i < len(extra):
+        flag = extra[i]
+        if flag in EXTRA_FLAGS:
+            out.append(flag)
+            i += 1
+        elif flag in EXTRA_VALUED:
+            if i + 1 >= len(extra) or not EXTRA_VALUED[flag].match(extra[i + 1]):
+                raise NmapArgumentError(f"flag {flag} needs a valid value")
+            out += [flag, extra[i + 1]]
+            i += 2
+        else:
+            raise NmapArgumentError(f"nmap flag not allowed: {flag!r}")
+    return out
+
+
+def _seconds(value: float) -> str:
+    return f"{max(1, round(value))}s"
+
+
+def build_arguments(
+    ports: Sequence[int],
+    *,
+    scripts: Sequence[str],
+    script_args: Mapping[str, str],
+    politeness: Politeness,
+    extra: Sequence[str],
+    timeout_s: float,
+) -> list[str]:
+    """The nmap options (without hosts and -oX) for one run; everything validated."""
+    port_list = ",".join(str(p) for p in sorted({validate_port(p) for p in ports}))
+    if not port_list:
+        raise NmapArgumentError("no ports to scan")
+    timing = politeness.timing
+    if isinstance(timing, bool) or not isinstance(timing, int) or not 0 <= timing <= 5:
+        raise NmapArgumentError(f"timing template must be 0..5, got {timing!r}")
+    args = ["-sT", "-Pn", "-n", f"-T{timing}", "-p", port_list]
+    args += ["--host-timeout", _seconds(timeout_s)]
+    if politeness.fragile:
+        args += ["--max-parallelism", str(max(1, int(politeness.max_concurrency)))]
+    if scripts:
+        args += ["--script", ",".join(validate_script(s) for s in scripts)]
+        # Scripts give up before the host does, so a slow port does not cost the host's other ports.
+        args += ["--script-timeout", _seconds(timeout_s * 0.8)]
+        rendered = validate_script_args(script_args)
+        if rendered:
+            args += ["--script-args", rendered]
+    elif script_args:
+        raise NmapArgumentError("script arguments given without scripts")
+    args += validate_extra(extra)
+    return args
+
+
+# ---------------------------------------------------------------------------------------------
+# running (I/O)
+
+
+def run_nmap(
+    hosts: Sequence[str],
+    ports: Sequence[int],
+    *,
+    scripts: Sequence[str] = (),
+    script_args: Mapping[str, str] | None = None,
+    politeness: Politeness,
+    extra: Sequence[str] = (),
+    timeout_s: float,
+    nmap_path: str | None = None,
+) -> NmapRun:
+    """Run nmap once over `hosts` × `ports` and return its XML.
+
+    Raises NmapArgumentError/ScriptRefused for invalid input (before anything runs) and NmapError
+    (TOOL_MISSING, TOOL_FAILED or TIMEOUT) when nmap cannot deliver a complete XML document.
+    """
+    host_list = sorted({validate_host(h) for h in hosts}, key=ipaddress.ip_address)
+    if not host_list:
+        raise NmapArgumentError("no hosts to scan")
+    args = build_arguments(
+        ports,
+        scripts=scripts,
+        script_args=script_args or {},
+        politeness=politeness,
+        extra=extra,
+        timeout_s=timeout_s,
+    )
+    if any(":" in h for h in host_list):
+        if not all(":" in h for h in host_list):
+            raise NmapArgumentError("IPv4 and IPv6 hosts must be scanned in separate runs")
+        args.append("-6")
+    search = (nmap_path,) if nmap_path else ("nmap", "/usr/bin/nmap", "/usr/local/bin/nmap")
+    try:
+        scanner: Any = nmap.PortScanner(nmap_search_path=search)
+    except nmap.PortScannerError as exc:
+        raise NmapError(ProbeErrorReason.TOOL_MISSING, str(exc).strip()[:500]) from exc
+    # nmap's own limits end the run first; the process limit is a backstop for a wedged nmap.
+    process_timeout = timeout_s * 1.5 + 15
+    command = [scanner._nmap_path, "-oX", "-", *host_list, *args]
+    started = time.monotonic()
+    try:
+        scanner.scan(hosts=shlex.join(host_list), arguments=shlex.join(args), timeout=process_timeout)
+    except nmap.PortScannerTimeout as exc:
+        raise NmapError(ProbeErrorReason.TIMEOUT, f"nmap did not finish within {process_timeout:.0f}s") from exc
+    except nmap.PortScannerError as exc:
+        raise NmapError(ProbeErrorReason.TOOL_FAILED, str(exc).strip()[:500]) from exc
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise NmapError(ProbeErrorReason.TOOL_FAILED, f"{type(exc).__name__}: {exc}") from exc
+    elapsed = time.monotonic() - started
+    raw = scanner.get_nmap_last_output()
+    xml = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else str(raw)
+    return NmapRun(
+        xml=xml,
+        xml_sha256=hashlib.sha256(xml.encode("utf-8")).hexdigest(),
+        command=command,
+        elapsed_s=elapsed,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# parsing (pure)
+
+
+def nse_tree(node: Element) -> NseValue:
+    """Convert a `<script>` or `<table>` element's children into nested dicts/lists.
+
+    All children keyed → dict; none keyed → list; mixed → dict with the unkeyed ones under "_items".
+    `<elem>` becomes its text. An element without children is an empty dict.
+    """
+    children = [c for c in node if c.tag in ("table", "elem")]
+    keyed: dict[str, NseValue] = {}
+    unkeyed: list[NseValue] = []
+    for child in children:
+        value: NseValue = (child.text or "") if child.tag == "elem" else nse_tree(child)
+        key = child.get("key")
+        if key is None:
+            unkeyed.append(value)
+        else:
+            keyed[key] = value
+    if keyed and unkeyed:
+        keyed["_items"] = unkeyed
+        return keyed
+    if unkeyed:
+        return unkeyed
+    return keyed
+
+
+def parse_nmap_xml(xml: str) -> NmapScan:
+    """Parse nmap's XML (hardened: no entities, no external references) into per-(host, port) results."""
+    try:
+        root = SafeET.fromstring(xml)
+    except Exception as exc:  # defusedxml raises several types; all mean "unusable output"
+        raise NmapError(ProbeErrorReason.TOOL_FAILED, f"unreadable nmap XML: {exc}") from exc
+    if root.tag != "nmaprun":
+        raise NmapError(ProbeErrorReason.TOOL_FAILED, f"not an nmap XML document: <{root.tag}>")
+    ports: dict[tuple[str, int], NmapPort] = {}
+    up: set[str] = set()
+    timed_out: set[str] = set()
+    for host in root.iter("host"):
+        address = next(
+            (a.get("addr", "") for a in host.findall("address") if a.get("addrtype") in ("ipv4", "ipv6")),
+            "",
+        )
+        if not address:
+            continue
+        status = host.find("status")
+        if status is not None and status.get("state") == "up":
+            up.add(address)
+        if host.get("timedout") == "true":
+            timed_out.add(address)
+        for port in host.iter("port"):
+            portid = int(port.get("portid", "0"))
+            state_el = port.find("state")
+            service_el = port.find("service")
+            scripts = {
+                s.get("id", ""): NmapScript(id=s.get("id", ""), output=s.get("output", ""), data=nse_tree(s))
+                for s in port.findall("script")
+            }
+            ports[(address, portid)] = NmapPort(
+                address=address,
+                port=portid,
+                protocol=port.get("protocol", "tcp"),
+                state=state_el.get("state", "unknown") if state_el is not None else "unknown",
+                reason=state_el.get("reason", "") if state_el is not None else "",
+                service=service_el.get("name") if service_el is not None else None,
+                scripts=scripts,
+            )
+    finished = root.find("runstats/finished")
+    finished_ok = finished is not None and finished.get("exit", "success") == "success"
+    error_message = finished.get("errormsg") if finished is not None else "nmap output cut short"
+    return NmapScan(
+        ports=ports,
+        hosts_up=frozenset(up),
+        hosts_timed_out=frozenset(timed_out),
+        finished_ok=finished_ok,
+        error_message=error_message,
+    )

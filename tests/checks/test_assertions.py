@@ -1,0 +1,149 @@
+"""The assertion language: every operator and transform, failure explanations, and load-time errors."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from scanner.checks.assertions import (
+    AssertionRuntimeError,
+    AssertionSyntaxError,
+    EvalContext,
+    compile_assertion,
+    render_message,
+)
+from scanner.checks.versions import Version
+
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+FACTS = {
+    "tls.protocols": ["TLSv1.0", "TLSv1.2"],
+    "tls.offered": True,
+    "tls.min_dh_bits": 1024,
+    "tls.leaf.not_after": "2026-12-02T12:00:00Z",
+    "tls.leaf.subject": "CN=epj.region.test",
+    "svc.version": "8.9p1",
+    "tls.none": None,
+}
+
+
+def ev(data: dict[str, Any], facts: dict[str, Any] | None = None, params: dict[str, Any] | None = None) -> bool:
+    node = compile_assertion(data, params=params)
+    return node.evaluate(EvalContext(facts or FACTS, params or {}, NOW)).ok
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"fact": "tls.offered", "equals": True}, True),
+        ({"fact": "tls.offered", "not_equals": True}, False),
+        ({"fact": "tls.min_dh_bits", "in": [1024, 2048]}, True),
+        ({"fact": "tls.min_dh_bits", "not_in": [1024]}, False),
+        ({"fact": "tls.protocols", "contains": "TLSv1.2"}, True),
+        ({"fact": "tls.protocols", "any_of": ["TLSv1.3"]}, False),
+        ({"fact": "tls.protocols", "all_of": ["TLSv1.0", "TLSv1.2"]}, True),
+        ({"fact": "tls.protocols", "none_of": ["SSLv3", "TLSv1.0"]}, False),
+        ({"fact": "tls.min_dh_bits", "lt": 2048}, True),
+        ({"fact": "tls.min_dh_bits", "lte": 1024}, True),
+        ({"fact": "tls.min_dh_bits", "gt": 1024}, False),
+        ({"fact": "tls.min_dh_bits", "gte": 2048}, False),
+        ({"fact": "tls.leaf.subject", "matches": "^CN=epj\\."}, True),
+        ({"fact": "tls.protocols", "any_match": "^TLSv1\\.[01]$"}, True),
+        ({"fact": "tls.protocols", "none_match": "^SSL"}, True),
+        ({"fact": "tls.none", "exists": False}, True),
+        ({"fact": "tls.offered", "exists": True}, True),
+        ({"fact": "tls.leaf.not_after", "of": "days_until", "gte": 30}, False),
+        ({"fact": "tls.leaf.not_after", "of": "days_until", "gte": 9.9}, True),
+        ({"fact": "tls.leaf.not_after", "of": "days_since", "lt": 0}, True),
+        ({"fact": "tls.protocols", "of": "length", "equals": 2}, True),
+        ({"fact": "svc.version", "of": "version", "gte": "8.9"}, True),
+        ({"fact": "svc.version", "of": "version", "lt": "9.0p1"}, True),
+        ({"fact": "tls.leaf.subject", "of": "lower", "matches": "cn=epj"}, True),
+        ({"all": [{"fact": "tls.offered", "equals": True}, {"fact": "tls.min_dh_bits", "gte": 2048}]}, False),
+        ({"any": [{"fact": "tls.offered", "equals": False}, {"fact": "tls.min_dh_bits", "gte": 1024}]}, True),
+        ({"not": {"fact": "tls.offered", "equals": True}}, False),
+    ],
+)
+def test_operators(data: dict[str, Any], expected: bool) -> None:
+    assert ev(data) is expected
+
+
+def test_unknown_fact_never_satisfies_a_comparison() -> None:
+    # Fail closed: a null fact is not "less than" anything, nor "none of" anything.
+    assert ev({"fact": "tls.none", "lt": 10}) is False
+    assert ev({"fact": "tls.none", "none_of": ["x"]}) is False
+    assert ev({"fact": "tls.missing", "not_equals": 3}) is False
+
+
+def test_params_are_resolved_at_evaluation() -> None:
+    data = {"fact": "tls.min_dh_bits", "gte": {"param": "floor"}}
+    assert ev(data, params={"floor": 1024}) is True
+    assert ev(data, params={"floor": 2048}) is False
+
+
+def test_failure_explains_offending_items() -> None:
+    node = compile_assertion({"fact": "tls.protocols", "none_of": ["SSLv3", "TLSv1.0", "TLSv1.1"]})
+    out = node.evaluate(EvalContext(FACTS, {}, NOW))
+    assert not out.ok
+    assert out.reasons == ("tls.protocols has [TLSv1.0]; must have none of [SSLv3, TLSv1.0, TLSv1.1]",)
+
+
+def test_type_mismatch_is_a_runtime_error_not_a_pass() -> None:
+    node = compile_assertion({"fact": "tls.protocols", "gte": 3})
+    with pytest.raises(AssertionRuntimeError):
+        node.evaluate(EvalContext(FACTS, {}, NOW))
+    node = compile_assertion({"fact": "tls.leaf.subject", "of": "days_until", "gte": 3})
+    with pytest.raises(AssertionRuntimeError):
+        node.evaluate(EvalContext(FACTS, {}, NOW))
+
+
+@pytest.mark.parametrize(
+    ("data", "path", "words"),
+    [
+        ({"fact": "tls.x", "bogus": 1}, ("bogus",), "unknown operator 'bogus'"),
+        ({"fact": "tls.x", "equals": 1, "gte": 2}, (), "exactly one operator"),
+        ({"fact": "tls.x", "matches": "(unclosed"}, ("matches",), "invalid regular expression"),
+        ({"fact": "tls.x", "matches": "a" * 600}, ("matches",), "at most 500"),
+        ({"fact": "tls.x", "of": "sqrt", "gte": 1}, ("of",), "unknown transform"),
+        ({"fact": "tls.x", "none_of": "TLSv1.0"}, ("none_of",), "needs a list"),
+        ({"all": []}, ("all",), "non-empty list"),
+        ({"all": [{"fact": "tls.x", "equals": 1}], "any": []}, (), "must stand alone"),
+        ({"any": [{"fact": "tls.x", "exists": "yes"}]}, ("any", 0, "exists"), "true or false"),
+        ({"fact": "tls.x", "gte": {"param": "nope"}}, ("gte",), "unknown parameter"),
+        ({"fact": 3, "equals": 1}, ("fact",), "fact name"),
+        ([], (), "must be a mapping"),
+    ],
+)
+def test_syntax_errors_name_the_path(data: Any, path: tuple[Any, ...], words: str) -> None:
+    with pytest.raises(AssertionSyntaxError) as info:
+        compile_assertion(data, params={})
+    assert info.value.path == path
+    assert words in info.value.message
+
+
+def test_unknown_fact_is_refused_at_load_with_suggestions() -> None:
+    with pytest.raises(AssertionSyntaxError) as info:
+        compile_assertion({"fact": "tls.protocol", "equals": 1}, known_facts={"tls.protocols", "tls.offered"})
+    assert "unknown fact 'tls.protocol'" in info.value.message
+    assert "tls.protocols" in info.value.hint
+
+
+def test_render_message_fills_facts_params_and_reasons_only() -> None:
+    ctx = EvalContext(FACTS, {"floor": 2048}, NOW)
+    text = render_message("{tls.protocols} / {params.floor} / {reasons} / {__class__} / {tls.nothing}", ctx, ["r1"])
+    assert text == "[TLSv1.0, TLSv1.2] / 2048 / r1 / {__class__} / {tls.nothing}"
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [("1.2", "1.10"), ("8.9p1", "9.0p1"), ("1.0rc1", "1.0.1"), ("2.4.57 (Debian)", "2.4.58"), ("7.4p1", "7.4p2")],
+)
+def test_version_order(a: str, b: str) -> None:
+    assert Version(a) < Version(b)
+    assert Version("1.2") == Version("1.2.0")
+
+
+def test_version_rejects_non_versions() -> None:
+    with pytest.raises(ValueError):
+        Version("banana")

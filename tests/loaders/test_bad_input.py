@@ -1,0 +1,194 @@
+"""Bad input gets a clear error naming file and line, exit code 2, and the store is untouched."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import make_workspace, system, write_yaml
+
+
+def hcscan(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "scanner", *args], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Path:
+    make_workspace(tmp_path, [system("sys-a", "127.0.0.1", 9)])
+    return tmp_path
+
+
+def assert_refused(ws: Path, *needles: str, command: str = "scan") -> str:
+    result = hcscan(command, "--config", "config.yaml", cwd=ws)
+    assert result.returncode == 2, result.stdout + result.stderr
+    for needle in needles:
+        assert needle in result.stderr, result.stderr
+    assert not (ws / "hcscan.db").exists(), "bad input must not create or touch the store"
+    return result.stderr
+
+
+def test_malformed_yaml(ws: Path) -> None:
+    inv = ws / "inventory" / "testregion.yaml"
+    inv.write_text(inv.read_text() + "  - id: [broken\n", encoding="utf-8")
+    assert_refused(ws, "testregion.yaml:", "YAML syntax error")
+
+
+def test_unknown_field_names_line(ws: Path) -> None:
+    inv = ws / "inventory" / "testregion.yaml"
+    text = inv.read_text().replace("criticality: high", "criticality: high\n  critcality: low")
+    inv.write_text(text, encoding="utf-8")
+    line = text.splitlines().index("  critcality: low") + 1
+    assert_refused(ws, f"testregion.yaml:{line}:", "unknown field 'critcality'", "hint:")
+
+
+def test_duplicate_key_in_mapping(ws: Path) -> None:
+    inv = ws / "inventory" / "testregion.yaml"
+    inv.write_text(
+        inv.read_text().replace("criticality: high", "criticality: high\n  criticality: low"), encoding="utf-8"
+    )
+    assert_refused(ws, "duplicate key 'criticality'")
+
+
+def test_duplicate_system_id_across_files(ws: Path) -> None:
+    write_yaml(
+        ws / "inventory" / "other.yaml",
+        {"region": {"id": "other", "name": "Other"}, "systems": [system("sys-a", "127.0.0.2", 443)]},
+    )
+    err = assert_refused(ws, "duplicate system id 'sys-a'", "other.yaml:")
+    assert "first declared in" in err
+
+
+def test_duplicate_control_id(ws: Path) -> None:
+    src = Path(__file__).resolve().parents[2] / "controls" / "tls.yaml"
+    (ws / "controls").mkdir()
+    (ws / "controls" / "a.yaml").write_text(src.read_text(), encoding="utf-8")
+    (ws / "controls" / "b.yaml").write_text(src.read_text(), encoding="utf-8")
+    cfg = ws / "config.yaml"
+    cfg.write_text(cfg.read_text().replace("- builtin", "- controls"), encoding="utf-8")
+    assert_refused(ws, "b.yaml:", "duplicate control id 'TLS-01'", "first defined in")
+
+
+def test_bad_regex_in_control(ws: Path) -> None:
+    (ws / "controls").mkdir()
+    write_yaml(
+        ws / "controls" / "site.yaml",
+        {
+            "controls": [
+                {
+                    "id": "SITE-01",
+                    "title": "Subject names the region",
+                    "family": "tls",
+                    "severity": "low",
+                    "rationale": "Certificates should name the region that owns them.",
+                    "remediation": "Re-issue the certificate with the region in the subject.",
+                    "probe": "tls",
+                    "assert": {"fact": "tls.leaf.subject", "matches": "(region"},
+                }
+            ]
+        },
+    )
+    cfg = ws / "config.yaml"
+    cfg.write_text(cfg.read_text().replace("- builtin", "- builtin\n- controls"), encoding="utf-8")
+    err = assert_refused(ws, "site.yaml:", "invalid regular expression")
+    line = (ws / "controls" / "site.yaml").read_text().splitlines()
+    expected = next(i for i, text in enumerate(line, 1) if "matches" in text)
+    assert f"site.yaml:{expected}:" in err
+
+
+def test_unknown_fact_in_control(ws: Path) -> None:
+    (ws / "controls").mkdir()
+    write_yaml(
+        ws / "controls" / "site.yaml",
+        {
+            "controls": [
+                {
+                    "id": "SITE-02",
+                    "title": "Typo in a fact",
+                    "family": "tls",
+                    "severity": "low",
+                    "rationale": "Tests that fact names are checked.",
+                    "remediation": "Fix the fact name in the control.",
+                    "probe": "tls",
+                    "assert": {"fact": "tls.protocol", "none_of": ["SSLv3"]},
+                }
+            ]
+        },
+    )
+    cfg = ws / "config.yaml"
+    cfg.write_text(cfg.read_text().replace("- builtin", "- controls"), encoding="utf-8")
+    assert_refused(ws, "unknown fact 'tls.protocol'", "tls.protocols")
+
+
+def test_out_of_scope_target(ws: Path) -> None:
+    make_workspace(ws, [system("sys-a", "127.0.0.1", 9), system("sys-b", "192.0.2.10", 443)])
+    err = assert_refused(ws, "outside the allowed networks", "testregion.yaml:")
+    assert "sys-b/ep" in err
+
+
+def test_range_is_not_a_target(ws: Path) -> None:
+    make_workspace(ws, [system("sys-a", "127.0.0.0/24", 443)])
+    assert_refused(ws, "never expands ranges")
+
+
+def test_option_like_host_refused(ws: Path) -> None:
+    make_workspace(ws, [system("sys-a", "-oX=/tmp/pwn", 443)])
+    assert_refused(ws, "neither an IP address nor a valid hostname")
+
+
+def test_unknown_selection_is_input_error(ws: Path) -> None:
+    result = hcscan("scan", "--config", "config.yaml", "--region", "atlantis", cwd=ws)
+    assert result.returncode == 2
+    assert "unknown region 'atlantis'" in result.stderr
+    assert not (ws / "hcscan.db").exists()
+
+
+def test_missing_config_explains_what_to_do(tmp_path: Path) -> None:
+    result = hcscan("validate", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "config.example.yaml" in result.stderr
+
+
+def test_validate_reports_all_problems_at_once(ws: Path) -> None:
+    inv = ws / "inventory" / "testregion.yaml"
+    inv.write_text(
+        inv.read_text().replace("port: 9", "port: 70000").replace("criticality: high", "criticality: urgent")
+    )
+    err = assert_refused(ws, "port", "criticality", command="validate")
+    assert "2 problem(s)" in err
+
+
+def test_existing_store_untouched_by_bad_input(ws: Path) -> None:
+    db = ws / "hcscan.db"
+    db.write_bytes(b"not touched")
+    inv = ws / "inventory" / "testregion.yaml"
+    inv.write_text(inv.read_text() + "bogus: 1\n")
+    result = hcscan("scan", "--config", "config.yaml", cwd=ws)
+    assert result.returncode == 2
+    assert db.read_bytes() == b"not touched"
+    assert not (ws / "hcscan.db-wal").exists()
+
+
+def test_waiver_longer_than_a_year_refused(ws: Path) -> None:
+    write_yaml(
+        ws / "waivers.yaml",
+        {
+            "waivers": [
+                {
+                    "control": "TLS-01",
+                    "system": "sys-a",
+                    "reason": "Vendor appliance cannot be upgraded this year.",
+                    "approved_by": "CISO",
+                    "approved_on": "2026-01-01",
+                    "expires": "2028-01-01",
+                }
+            ]
+        },
+    )
+    cfg = ws / "config.yaml"
+    cfg.write_text(cfg.read_text() + "waivers: [waivers.yaml]\n")
+    assert_refused(ws, "waivers.yaml:", "at most 366 days")
