@@ -27,6 +27,7 @@ import os
 import platform
 import shutil
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -295,14 +296,17 @@ def instrumented(spans: Spans) -> Iterator[list[str]]:
             setattr(owner, attr, original)
 
 
-def run_hcscan_api(workdir: Path, lab: Lab, endpoints: Sequence[LabEndpoint], breakdown: bool) -> ToolResult:
+def run_hcscan_api(
+    workdir: Path, lab: Lab, endpoints: Sequence[LabEndpoint], rnd: int = 0, breakdown: bool = True
+) -> ToolResult:
     """The pipeline in this process: load_workspace → plan_scan → run_scan with make_probes()."""
     from scanner.app import load_workspace, plan_scan, run_scan
     from scanner.engine import Selection
     from scanner.probes.registry import fact_names, make_probes, probe_protocols
 
     n = len(endpoints)
-    config = write_workspace(workdir, endpoints, lab.ca_bundle, "hcscan-api.db")
+    store = f"hcscan-api-r{rnd}.db"  # a fresh store per round: every round does the same work
+    config = write_workspace(workdir, endpoints, lab.ca_bundle, store)
     result = ToolResult("hcscan (in-process)", n, command=["scanner.app.run_scan", str(config)])
     spans = Spans()
     selection = Selection(families=frozenset({"tls"}))
@@ -321,7 +325,7 @@ def run_hcscan_api(workdir: Path, lab: Lab, endpoints: Sequence[LabEndpoint], br
     statuses: dict[str, int] = {}
     for record in scan.records:
         statuses[record.status.value] = statuses.get(record.status.value, 0) + 1
-    ok, msg, store = _check_store(workdir / "hcscan-api.db", n)
+    ok, msg, store = _check_store(workdir / store, n)
     in_memory_ok = len(scan.records) == n * TLS_CONTROLS and statuses.get("pass", 0) == n * TLS_CONTROLS
     result.ok = ok and in_memory_ok
     result.sanity = f"{msg}; in memory {len(scan.records)} records {statuses}"
@@ -340,16 +344,17 @@ def _nothing() -> Iterator[list[str]]:
     yield []
 
 
-def run_hcscan_cli(workdir: Path, lab: Lab, endpoints: Sequence[LabEndpoint]) -> ToolResult:
+def run_hcscan_cli(workdir: Path, lab: Lab, endpoints: Sequence[LabEndpoint], rnd: int = 0) -> ToolResult:
     """`hcscan scan --config ... --family tls --format json` as a subprocess, timed wall-clock."""
     n = len(endpoints)
-    config = write_workspace(workdir, endpoints, lab.ca_bundle, "hcscan-cli.db")
+    store = f"hcscan-cli-r{rnd}.db"
+    config = write_workspace(workdir, endpoints, lab.ca_bundle, store)
     exe = [str(HCSCAN_CLI)] if HCSCAN_CLI.exists() else [sys.executable, "-m", "scanner"]
     cmd = [*exe, "scan", "--config", str(config), "--family", "tls", "--format", "json"]
     result = ToolResult("hcscan (CLI)", n, command=cmd)
     wall, code, out, err = run_timed(cmd, cwd=workdir)
     result.wall_s = wall
-    ok, msg, store = _check_store(workdir / "hcscan-cli.db", n)
+    ok, msg, store = _check_store(workdir / store, n)
     result.ok = ok and code == 0
     result.sanity = f"exit {code}; {msg}"
     result.detail = {"exit_code": code, "store": store}
@@ -363,13 +368,13 @@ def run_hcscan_cli(workdir: Path, lab: Lab, endpoints: Sequence[LabEndpoint]) ->
 # bare nmap
 
 
-def run_nmap(workdir: Path, endpoints: Sequence[LabEndpoint]) -> ToolResult:
+def run_nmap(workdir: Path, endpoints: Sequence[LabEndpoint], rnd: int = 0) -> ToolResult:
     nmap = shutil.which("nmap")
     n = len(endpoints)
     result = ToolResult("nmap (bare)", n)
     if nmap is None:
         raise MissingTool("nmap not found on PATH (apt-get install nmap)")
-    xml_path = workdir / "nmap.xml"
+    xml_path = workdir / f"nmap-r{rnd}.xml"
     ports = ",".join(str(ep.port) for ep in endpoints)
     cmd = [nmap, "-sT", "-Pn", "-n", "-p", ports, "--script", "ssl-enum-ciphers,ssl-cert", "-oX", str(xml_path)]
     cmd.append(LOOPBACK)
@@ -422,13 +427,14 @@ def sslyze_available() -> str | None:
 
 
 def run_sslyze(
-    workdir: Path, lab: Lab, endpoints: Sequence[LabEndpoint], mode: Literal["matched", "default"]
+    workdir: Path, lab: Lab, endpoints: Sequence[LabEndpoint], mode: Literal["matched", "default"], rnd: int = 0
 ) -> ToolResult:
     why = sslyze_available()
     if why is not None:
         raise MissingTool(why)
     n = len(endpoints)
-    json_path = workdir / f"sslyze-{mode}.json"
+    json_path = workdir / f"sslyze-{mode}-r{rnd}.json"
+    json_path.unlink(missing_ok=True)
     # name:port{ip}: SNI and certificate checks use the name, the connection goes to the IP (no DNS).
     targets = [f"{ep.server_name or ep.address}:{ep.port}{{{ep.address}}}" for ep in endpoints]
     commands: Sequence[str] = SSLYZE_MATCHED if mode == "matched" else ()
@@ -567,8 +573,9 @@ def compute_ratios(results: dict[str, ToolResult], headline: str) -> dict[str, A
 
 
 def print_table(results: dict[str, ToolResult], ratios: dict[str, Any], missing: dict[str, str]) -> None:
-    rows = [("tool", "endpoints", "wall s", "s/endpoint", "endpoints/s", "sanity")]
+    rows = [("tool", "endpoints", "wall s", "s/endpoint", "endpoints/s", "rounds (s)", "sanity")]
     for r in results.values():
+        rounds = r.detail.get("rounds_wall_s", [])
         rows.append(
             (
                 r.tool,
@@ -576,19 +583,20 @@ def print_table(results: dict[str, ToolResult], ratios: dict[str, Any], missing:
                 _fmt(r.wall_s),
                 _fmt(r.per_endpoint_s, ".3f"),
                 _fmt(r.endpoints_per_s),
+                " ".join(f"{w:.2f}" for w in rounds) if len(rounds) > 1 else "-",
                 ("OK  " if r.ok else "FAIL") + " " + r.sanity,
             )
         )
     for name, why in missing.items():
-        rows.append((name, "-", "-", "-", "-", f"MISSING: {why}"))
-    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+        rows.append((name, "-", "-", "-", "-", "-", f"MISSING: {why}"))
+    cols = len(rows[0]) - 1
+    widths = [max(len(row[i]) for row in rows) for i in range(cols)]
     for i, row in enumerate(rows):
-        print(
-            "  ".join(
-                cell.rjust(w) if 0 < j < 5 else cell.ljust(w)
-                for j, (cell, w) in enumerate(zip(row, [*widths, 0], strict=True))
-            )
-        )
+        cells = [
+            cell.rjust(w) if 0 < j < cols - 1 else cell.ljust(w)
+            for j, (cell, w) in enumerate(zip(row[:-1], widths, strict=True))
+        ]
+        print("  ".join([*cells, row[-1]]))
         if i == 0:
             print("  ".join("-" * w for w in widths) + "  ------")
 
@@ -628,6 +636,26 @@ def print_breakdown(result: ToolResult) -> None:
 # main
 
 
+def merge_rounds(rounds: Sequence[ToolResult]) -> ToolResult:
+    """One result from several rounds: the median wall time; ok only if every round was; the median
+    round's sanity text and detail (so its breakdown); every round's time in detail["rounds_wall_s"]."""
+    walls = [r.wall_s for r in rounds if r.wall_s is not None]
+    ranked = sorted((r for r in rounds if r.wall_s is not None), key=lambda r: r.wall_s or 0.0)
+    middle = ranked[(len(ranked) - 1) // 2] if ranked else rounds[0]
+    failed = next((r for r in rounds if not r.ok), None)
+    merged = ToolResult(
+        tool=middle.tool,
+        endpoints=middle.endpoints,
+        wall_s=statistics.median(walls) if walls else None,
+        ok=failed is None,
+        sanity=(failed or middle).sanity,
+        command=middle.command,
+        detail=dict((failed or middle).detail),
+    )
+    merged.detail["rounds_wall_s"] = [round(w, 3) for w in walls]
+    return merged
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=50, help="number of good-* replica endpoints (default 50)")
@@ -648,10 +676,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--skip", action="append", default=[], choices=("nmap", "sslyze", "testssl"), help="skip a peer")
     p.add_argument("--enforce-targets", action="store_true", help="exit 4 when a ratio target is missed")
+    p.add_argument(
+        "--rounds", type=int, default=1, help="timed rounds per tool; the median is reported (testssl runs once)"
+    )
     p.add_argument("--keep", action="store_true", help="keep the work directory (outputs of every tool)")
     args = p.parse_args(argv)
     if args.n < 1:
         p.error("--n must be at least 1")
+    if args.rounds < 1:
+        p.error("--rounds must be at least 1")
     return args
 
 
@@ -677,31 +710,43 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 1
             log(f"lab up in {time.perf_counter() - t0:.1f}s; ports {endpoints[0].port}..{endpoints[-1].port}")
 
-            steps: list[tuple[str, Callable[[], ToolResult]]] = []
+            steps: list[tuple[str, Callable[[int], ToolResult]]] = []
             if args.hcscan in ("api", "both"):
-                steps.append(("hcscan-api", lambda: run_hcscan_api(workdir, lab, endpoints, breakdown=True)))
+                steps.append(("hcscan-api", lambda r: run_hcscan_api(workdir, lab, endpoints, r, breakdown=True)))
             if args.hcscan in ("cli", "both"):
-                steps.append(("hcscan-cli", lambda: run_hcscan_cli(workdir, lab, endpoints)))
+                steps.append(("hcscan-cli", lambda r: run_hcscan_cli(workdir, lab, endpoints, r)))
             if "nmap" not in args.skip:
-                steps.append(("nmap", lambda: run_nmap(workdir, endpoints)))
+                steps.append(("nmap", lambda r: run_nmap(workdir, endpoints, r)))
             if "sslyze" not in args.skip:
                 modes = ("matched", "default") if args.sslyze_mode == "both" else (args.sslyze_mode,)
                 for mode in modes:
                     key = "sslyze" if mode == modes[0] else f"sslyze-{mode}"
                     steps.append((key, functools.partial(run_sslyze, workdir, lab, endpoints, mode)))
+            # testssl takes about a minute for its one endpoint: once, after the timed rounds.
+            final: list[tuple[str, Callable[[int], ToolResult]]] = []
             if "testssl" not in args.skip:
-                steps.append(("testssl", lambda: run_testssl(workdir, lab, endpoints[0])))
+                final.append(("testssl", lambda r: run_testssl(workdir, lab, endpoints[0])))
 
-            for key, step in steps:
-                log(f"running {key} …")
-                try:
-                    results[key] = step()
-                except MissingTool as exc:
-                    missing[key] = str(exc)
-                    log(f"!!! MISSING PEER {key}: {exc} — skipped")
-                    continue
-                r = results[key]
-                log(f"{key}: {_fmt(r.wall_s)} s, {'OK' if r.ok else 'SANITY FAILED'}: {r.sanity}")
+            per_round: dict[str, list[ToolResult]] = {}
+            for rnd in range(args.rounds):
+                # Rotate the order each round so no tool always runs first (warm-up) or last.
+                shift = rnd % len(steps) if steps else 0
+                order = steps[shift:] + steps[:shift]
+                for key, step in order + (final if rnd == args.rounds - 1 else []):
+                    if key in missing:
+                        continue
+                    log(f"round {rnd + 1}/{args.rounds}: running {key} …")
+                    try:
+                        r = step(rnd)
+                    except MissingTool as exc:
+                        missing[key] = str(exc)
+                        log(f"!!! MISSING PEER {key}: {exc} — skipped")
+                        continue
+                    per_round.setdefault(key, []).append(r)
+                    log(f"{key}: {_fmt(r.wall_s)} s, {'OK' if r.ok else 'SANITY FAILED'}: {r.sanity}")
+            for key, _ in steps + final:
+                if key in per_round:
+                    results[key] = merge_rounds(per_round[key])
     finally:
         if args.keep:
             log(f"outputs kept in {workdir}")
@@ -711,7 +756,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     headline = "hcscan-cli" if "hcscan-cli" in results else "hcscan-api"
     ratios = compute_ratios(results, headline)
     print()
-    print(f"TLS benchmark: {args.n} endpoints on {LOOPBACK} (lab good-* replicas), {os.cpu_count()} CPUs")
+    print(
+        f"TLS benchmark: {args.n} endpoints on {LOOPBACK} (lab good-* replicas), {os.cpu_count()} CPUs, "
+        f"wall = median of {args.rounds} round(s) (testssl: 1 run, 1 endpoint)"
+    )
     print_table(results, ratios, missing)
     if "hcscan-api" in results:
         print_breakdown(results["hcscan-api"])
@@ -733,6 +781,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "platform": platform.platform(),
                 "python": platform.python_version(),
             },
+            "rounds": args.rounds,
             "tools": {k: r.as_json() for k, r in results.items()},
             "missing": missing,
             "ratios": ratios,

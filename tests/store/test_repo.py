@@ -1,0 +1,105 @@
+"""The store: atomic runs, finding lifecycle across runs, interrupted runs, migrations."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+
+from scanner.models import Status
+from scanner.results import FindingRecord, RunMeta
+from scanner.store import queries, repo
+from scanner.store.db import open_store
+
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+def meta(pid: int = 1, host: str = "scanner-host") -> RunMeta:
+    return RunMeta("0.1.0", "c" * 64, "i" * 64, "f" * 64, {}, ["r1"], host, pid)
+
+
+def rec(status: Status, control: str = "TLS-01", system: str = "s1") -> FindingRecord:
+    return FindingRecord(
+        control, "tls", "high", "r1", system, f"{system}/web", "critical", status, f"{status}", {"x": 1}
+    )
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Engine:
+    return open_store(f"sqlite:///{tmp_path / 'store.db'}")
+
+
+def run_once(engine: Engine, records: list[FindingRecord], at: datetime) -> dict[str, int]:
+    run_id = repo.start_run(engine, meta(), at)
+    return repo.complete_run(engine, run_id, records, at + timedelta(minutes=1)).changes
+
+
+def test_lifecycle_new_unchanged_fixed_regressed(engine: Engine) -> None:
+    assert run_once(engine, [rec(Status.FAIL), rec(Status.PASS, "TLS-02")], T0) == {"new": 1, "unchanged": 1}
+    assert run_once(engine, [rec(Status.FAIL), rec(Status.PASS, "TLS-02")], T0 + timedelta(days=1)) == {"unchanged": 2}
+    assert run_once(engine, [rec(Status.PASS), rec(Status.PASS, "TLS-02")], T0 + timedelta(days=2)) == {
+        "fixed": 1,
+        "unchanged": 1,
+    }
+    assert run_once(engine, [rec(Status.ERROR), rec(Status.FAIL, "TLS-02")], T0 + timedelta(days=3)) == {
+        "regressed": 1,
+        "new": 1,
+    }
+    state = {f.control_id: f for f in queries.latest_findings(engine, "r1")}
+    assert state["TLS-01"].status == "error"
+    assert state["TLS-01"].first_seen_at == T0 + timedelta(minutes=1)
+    assert state["TLS-01"].last_verified_at == T0 + timedelta(days=3, minutes=1)
+    db = sqlite3.connect(str(engine.url.database))
+    reopened = db.execute("select times_reopened, resolved_at from finding_state where control_id='TLS-01'").fetchone()
+    assert reopened == (1, None)
+
+
+def test_a_failed_write_leaves_no_half_run(engine: Engine) -> None:
+    run_id = repo.start_run(engine, meta(), T0)
+    bad = FindingRecord("TLS-01", "tls", "high", "r1", "s1", "s1/web", "critical", Status.FAIL, "m", {"x": object()})
+    with pytest.raises(Exception):  # noqa: B017 - evidence that is not JSON makes the insert fail
+        repo.complete_run(engine, run_id, [rec(Status.PASS, "TLS-02"), bad], T0)
+    assert queries.count_findings(engine) == 0
+    (run,) = queries.runs(engine)
+    assert run.status == "running"
+    repo.end_run(engine, run_id, repo.INTERRUPTED, "write failed")
+    assert queries.runs(engine)[0].status == "interrupted"
+
+
+def test_runs_of_dead_processes_are_marked_interrupted(engine: Engine) -> None:
+    dead = repo.start_run(engine, meta(pid=111), T0)
+    alive = repo.start_run(engine, meta(pid=222), T0)
+    elsewhere = repo.start_run(engine, meta(pid=111, host="other-host"), T0)
+    marked = repo.mark_interrupted_runs(engine, "scanner-host", alive=lambda pid: pid == 222)
+    assert marked == [dead]
+    status = {r.id: r.status for r in queries.runs(engine)}
+    assert status == {dead: "interrupted", alive: "running", elsewhere: "running"}
+
+
+def test_sqlite_pragmas_on_every_connection(engine: Engine) -> None:
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("pragma journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("pragma foreign_keys").scalar() == 1
+        assert conn.exec_driver_sql("pragma busy_timeout").scalar() == 30000
+        assert conn.exec_driver_sql("pragma synchronous").scalar() == 1  # NORMAL
+
+
+def test_migrations_match_the_models(engine: Engine) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    from sqlmodel import SQLModel
+
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
+    assert diff == []
+
+
+def test_opening_twice_is_idempotent(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    open_store(url).dispose()
+    engine = open_store(url)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("select version_num from alembic_version").scalar() == "0001"
