@@ -524,10 +524,11 @@ def run_testssl(workdir: Path, lab: Lab, endpoint: LabEndpoint) -> ToolResult:
     fatal = [f for f in findings if isinstance(f, dict) and f.get("severity") == "FATAL"]
     tls12 = by_id.get("TLS1_2", "")
     trust = next((v for k, v in by_id.items() if k.startswith("cert_chain_of_trust")), "")
-    hsts = by_id.get("HSTS", "")
+    hsts = by_id.get("HSTS_time") or by_id.get("HSTS", "")
     result.ok = not fatal and tls12.startswith("offered") and "passed" in trust and bool(hsts)
     result.sanity = (
-        f"exit {code}; {len(findings)} findings; TLS1_2={tls12!r}; chain_of_trust={trust!r}; HSTS={hsts!r}"
+        f"exit {code}; {len(findings)} findings; TLS1_2={tls12!r}; chain_of_trust={trust!r}; HSTS={hsts[:24]!r}; "
+        f"own scanTime {by_id.get('scanTime', '?')}s"
         + (f"; FATAL: {[f.get('finding') for f in fatal]}" if fatal else "")
     )
     result.detail = {"exit_code": code, "findings": len(findings), "endpoint": f"{endpoint.address}:{endpoint.port}"}

@@ -7,7 +7,8 @@ message ("tls.protocols has TLSv1.0, TLSv1.1; must have none of SSLv2, SSLv3, TL
 
     all: [ ... ]          every child holds          any: [ ... ]   at least one child holds
     not: { ... }          the child does not hold
-    {fact: NAME, [of: TRANSFORM,] OPERATOR: OPERAND}   a comparison; OPERAND may be {param: NAME}
+    {fact: NAME, [of: TRANSFORM,] OPERATOR: OPERAND, [explain: TEXT]}
+                          a comparison; OPERAND may be {param: NAME}; `explain` replaces the generated reason
 """
 
 from __future__ import annotations
@@ -212,11 +213,15 @@ class AllNode(Node):
     children: tuple[Node, ...]
 
     def evaluate(self, ctx: EvalContext) -> Outcome:
-        results = [c.evaluate(ctx) for c in self.children]
-        failed = [r for r in results if not r.ok]
-        if failed:
-            return Outcome(False, tuple(reason for r in failed for reason in r.reasons))
-        return Outcome(True, tuple(reason for r in results for reason in r.reasons))
+        # Stops at the first child that fails, so authors order children from precondition to detail and the
+        # message names the first thing wrong ("no TLS offered"), not every consequence of it.
+        held: list[str] = []
+        for child in self.children:
+            r = child.evaluate(ctx)
+            if not r.ok:
+                return r
+            held.extend(r.reasons)
+        return Outcome(True, tuple(held))
 
     def fact_names(self) -> set[str]:
         return set().union(*(c.fact_names() for c in self.children))
@@ -255,6 +260,7 @@ class Leaf(Node):
     op: str
     operand: Any  # literal, compiled regex, or ParamRef
     transform: str | None = None
+    explain: str | None = None  # the author's words for a failure, instead of the generated reason
 
     def _operand(self, ctx: EvalContext) -> Any:
         if isinstance(self.operand, ParamRef):
@@ -275,7 +281,7 @@ class Leaf(Node):
             return Outcome(ok, (f"{label} is {state}",))
         if raw is None:
             # Fail closed: an unknown fact never satisfies a comparison.
-            return Outcome(False, (f"{label} is unknown; {operator.words} {_fmt(shown_operand)}",))
+            return Outcome(False, (self.explain or f"{label} is unknown; {operator.words} {_fmt(shown_operand)}",))
         value = TRANSFORMS[self.transform](raw, ctx.now) if self.transform else raw
         try:
             ok = operator.check(value, operand)
@@ -283,6 +289,8 @@ class Leaf(Node):
             raise AssertionRuntimeError(f"{label}: {exc}") from None
         if ok:
             return Outcome(True, (f"{label} is {_fmt(value)}",))
+        if self.explain:
+            return Outcome(False, (self.explain,))
         shown = operator.offenders(value, operand) if operator.offenders else value
         verb = "has" if operator.offenders else "is"
         return Outcome(False, (f"{label} {verb} {_fmt(shown)}; {operator.words} {_fmt(shown_operand)}",))
@@ -346,7 +354,10 @@ def _compile_leaf(
         raise AssertionSyntaxError(
             (*path, "of"), f"unknown transform '{transform}'", f"use one of {sorted(TRANSFORMS)}"
         )
-    ops = [k for k in data if k not in ("fact", "of")]
+    explain = data.get("explain")
+    if explain is not None and not isinstance(explain, str):
+        raise AssertionSyntaxError((*path, "explain"), "'explain' must be a sentence")
+    ops = [k for k in data if k not in ("fact", "of", "explain")]
     unknown = [k for k in ops if k not in OPERATORS]
     if unknown:
         raise AssertionSyntaxError(
@@ -358,7 +369,7 @@ def _compile_leaf(
         )
     op = ops[0]
     operand = _compile_operand(op, data[op], params, (*path, op))
-    return Leaf(fact=fact, op=op, operand=operand, transform=transform)
+    return Leaf(fact=fact, op=op, operand=operand, transform=transform, explain=explain)
 
 
 def _compile_operand(op: str, raw: Any, params: Mapping[str, Any] | None, path: PathKey) -> Any:

@@ -147,3 +147,18 @@ def test_version_order(a: str, b: str) -> None:
 def test_version_rejects_non_versions() -> None:
     with pytest.raises(ValueError):
         Version("banana")
+
+
+def test_all_names_the_first_failure_and_explain_replaces_the_reason() -> None:
+    node = compile_assertion(
+        {
+            "all": [
+                {"fact": "tls.offered", "equals": False, "explain": "no TLS offered"},
+                {"fact": "tls.min_dh_bits", "gte": 2048},
+            ]
+        }
+    )
+    out = node.evaluate(EvalContext(FACTS, {}, NOW))
+    assert out == type(out)(False, ("no TLS offered",))
+    with pytest.raises(AssertionSyntaxError):
+        compile_assertion({"fact": "tls.offered", "equals": True, "explain": ["not", "text"]})
