@@ -743,6 +743,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         missing[key] = str(exc)
                         log(f"!!! MISSING PEER {key}: {exc} — skipped")
                         continue
+                    except Exception as exc:  # one tool's crash must not lose the others' numbers
+                        r = ToolResult(key, len(endpoints), sanity=f"crashed: {type(exc).__name__}: {exc}"[:2000])
                     per_round.setdefault(key, []).append(r)
                     log(f"{key}: {_fmt(r.wall_s)} s, {'OK' if r.ok else 'SANITY FAILED'}: {r.sanity}")
             for key, _ in steps + final:

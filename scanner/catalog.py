@@ -18,7 +18,7 @@ from scanner.errors import InputError, Problem
 from scanner.inventory import EndpointRef
 from scanner.models import Criticality, EndpointProtocol, Severity
 from scanner.resources import builtin_controls_dir
-from scanner.yamlio import LoadedYaml, load_yaml, problems_from_validation
+from scanner.yamlio import LoadedYaml, load_yaml, problems_from_validation, yaml_files
 
 CONTROL_ID = r"^[A-Z][A-Z0-9]{1,15}-[0-9A-Z][0-9A-Z_-]{0,31}$"
 FAMILIES = ("tls", "patching", "exposure", "availability", "logging")
@@ -118,16 +118,8 @@ class ControlCatalog:
 
 
 def control_files(entries: Iterable[str], base_dir: Path) -> list[Path]:
-    files: list[Path] = []
-    for entry in entries:
-        path = builtin_controls_dir() if entry == "builtin" else (base_dir / entry)
-        if path.is_dir():
-            files.extend(sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml")))
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise InputError.single("controls path does not exist", file=path, hint="fix `controls:` in config.yaml")
-    return files
+    """`builtin` is the shipped catalogue; anything else is a file or folder relative to the config."""
+    return yaml_files((builtin_controls_dir() if e == "builtin" else base_dir / e for e in entries), "controls")
 
 
 def load_catalog(

@@ -16,7 +16,7 @@ from pydantic import Field, field_validator, model_validator
 from scanner.config import Config, IPNetwork, Strict
 from scanner.errors import InputError, Problem
 from scanner.models import Criticality, EndpointProtocol
-from scanner.yamlio import LoadedYaml, load_yaml, validate_model
+from scanner.yamlio import LoadedYaml, load_yaml, validate_model, yaml_files
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 Id = Annotated[str, Field(pattern=ID_PATTERN, description="lower-case letters, digits, '.', '_' and '-'")]
@@ -143,18 +143,6 @@ class Inventory:
                 yield EndpointRef(region, system, ep)
 
 
-def _yaml_files(paths: Iterable[Path]) -> list[Path]:
-    files: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            files.extend(sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml")))
-        elif path.exists():
-            files.append(path)
-        else:
-            raise InputError.single("inventory path does not exist", file=path, hint="fix `inventory:` in config")
-    return files
-
-
 def load_inventory(paths: Iterable[Path], *, skip_names: Iterable[str] = ("waivers.yaml",)) -> Inventory:
     """Load every inventory file; collect all problems (duplicates across files too) before raising."""
     problems: list[Problem] = []
@@ -163,7 +151,7 @@ def load_inventory(paths: Iterable[Path], *, skip_names: Iterable[str] = ("waive
     where: dict[str, tuple[LoadedYaml, tuple[str | int, ...]]] = {}
     locations: dict[str, tuple[Path, int | None]] = {}
     digest = hashlib.sha256()
-    files = [f for f in _yaml_files(paths) if f.name not in set(skip_names)]
+    files = [f for f in yaml_files(paths, "inventory") if f.name not in set(skip_names)]
     for file in files:
         try:
             loaded = load_yaml(file)

@@ -8,7 +8,7 @@ errors can name file:line:column.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -91,6 +91,21 @@ def _scalar(node: yaml.ScalarNode) -> Any:
 
 def _at(file: Path, node: yaml.Node, message: str, hint: str = "") -> Problem:
     return Problem(file, node.start_mark.line + 1, node.start_mark.column + 1, message, hint)
+
+
+def yaml_files(paths: Iterable[Path], setting: str) -> list[Path]:
+    """The YAML files named by a config setting: files as given, folders expanded (sorted, not recursive)."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files.extend(sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file()))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise InputError.single(
+                f"{setting} path does not exist", file=path, hint=f"fix `{setting}:` in config.yaml"
+            )
+    return files
 
 
 def load_yaml(file: Path, *, text: str | None = None) -> LoadedYaml:

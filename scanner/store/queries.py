@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import Engine, and_, func, select
 from sqlmodel import Session, col
 
+from scanner.results import ControlInfo, SystemInfo
 from scanner.store.models import ControlDef, Finding, FindingState, ScanRun, SystemDef
 
 
@@ -46,26 +47,8 @@ class RunView:
     counts: dict[str, int]
 
 
-@dataclass(frozen=True)
-class ControlView:
-    control_id: str
-    title: str
-    family: str
-    severity: str
-    rationale: str
-    remediation: str
-    references: dict[str, list[str]]
-
-
-@dataclass(frozen=True)
-class SystemView:
-    system_id: str
-    region_id: str
-    region_name: str
-    name: str
-    owner: str
-    criticality: str
-    fragile: bool
+ControlView = ControlInfo
+SystemView = SystemInfo
 
 
 def _run_view(r: ScanRun) -> RunView:
