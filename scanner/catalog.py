@@ -6,7 +6,7 @@ import hashlib
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
 
@@ -33,8 +33,11 @@ class References(Strict):
 
 
 class AppliesTo(Strict):
-    """Selectors: a control applies to an endpoint when every given selector matches."""
+    """Selectors: a control applies to an endpoint (or system) when every given selector matches."""
 
+    level: Literal["endpoint", "system"] = Field(
+        "endpoint", description="endpoint: judged per declared endpoint; system: judged once per system"
+    )
     protocols: list[EndpointProtocol] | None = None
     tags_any: list[str] | None = Field(None, description="system or endpoint has at least one of these tags")
     tags_all: list[str] | None = None
@@ -94,12 +97,18 @@ class Control:
     def id(self) -> str:
         return self.spec.id
 
+    @property
+    def system_level(self) -> bool:
+        return self.spec.applies_to.level == "system"
+
     def applies(self, ref: EndpointRef) -> bool:
+        """For a system-level control, `ref` is the system's first endpoint; protocols match any endpoint."""
         sel = self.spec.applies_to
-        tags = set(ref.system.tags) | set(ref.endpoint.tags)
+        endpoints = ref.system.endpoints if self.system_level else [ref.endpoint]
+        tags = set(ref.system.tags).union(*(e.tags for e in endpoints))
         return (
             self.spec.enabled
-            and (sel.protocols is None or ref.endpoint.protocol in sel.protocols)
+            and (sel.protocols is None or any(e.protocol in sel.protocols for e in endpoints))
             and (sel.tags_any is None or bool(tags & set(sel.tags_any)))
             and (sel.tags_all is None or set(sel.tags_all) <= tags)
             and (sel.criticality is None or ref.system.criticality in sel.criticality)

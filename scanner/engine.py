@@ -8,13 +8,23 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from scanner.catalog import Control, ControlCatalog
 from scanner.checks.verdict import Verdict, could_not_assess, judge
 from scanner.config import Config
 from scanner.inventory import EndpointRef, Inventory, ScopedTargets, System
 from scanner.models import Status
-from scanner.probes.base import Politeness, Probe, ProbeContext, ProbeError, ProbeErrorReason, ProbeOutcome, Target
+from scanner.probes.base import (
+    SYSTEM_LEVEL,
+    Politeness,
+    Probe,
+    ProbeContext,
+    ProbeError,
+    ProbeErrorReason,
+    ProbeOutcome,
+    Target,
+)
 from scanner.results import FindingRecord
 from scanner.waivers import Waivers
 
@@ -42,10 +52,21 @@ class Selection:
         return {k: sorted(v) if v is not None else None for k, v in self.__dict__.items()}
 
 
+SYSTEM_ENDPOINT_ID = "*"  # endpoint id of findings judged once per system
+
+
 @dataclass(frozen=True)
 class PlannedCheck:
     control: Control
-    ref: EndpointRef
+    ref: EndpointRef  # for a system-level control: the system's first endpoint
+
+    @property
+    def endpoint_id(self) -> str:
+        return SYSTEM_ENDPOINT_ID if self.control.system_level else self.ref.endpoint.key_id
+
+    @property
+    def key(self) -> str:
+        return f"{self.ref.system.id}/{self.endpoint_id}"
 
 
 @dataclass(frozen=True)
@@ -71,6 +92,14 @@ def politeness_for(system: System, config: Config) -> Politeness:
     return Politeness(timing=timing, max_concurrency=concurrency, timeout_s=timeout, fragile=system.fragile)
 
 
+def _declared(ref: EndpointRef, system_level: bool) -> dict[str, Any]:
+    return {
+        "system": ref.system.model_dump(mode="json", exclude={"endpoints"}),
+        "endpoint": None if system_level else ref.endpoint.model_dump(mode="json"),
+        "endpoints": [e.model_dump(mode="json") for e in ref.system.endpoints],
+    }
+
+
 def build_plan(
     inventory: Inventory,
     catalog: ControlCatalog,
@@ -79,18 +108,35 @@ def build_plan(
     selection: Selection,
     probe_protocols: Mapping[str, frozenset[str]],
 ) -> Plan:
-    """Which controls apply to which endpoints, and which targets each probe kind must look at."""
+    """Which controls apply to which endpoints (or systems), and which targets each probe kind must look at."""
     checks: list[PlannedCheck] = []
     targets: dict[str, dict[str, Target]] = defaultdict(dict)
     controls = [c for c in catalog.controls.values() if selection.wants_control(c)]
+    unresolved = dict(scoped.unresolved)
     for ref in inventory.endpoints():
         if not selection.wants_endpoint(ref):
             continue
+        first_of_system = ref.endpoint is ref.system.endpoints[0]
         for control in controls:
-            if not control.applies(ref):
+            if (control.system_level and not first_of_system) or not control.applies(ref):
                 continue
-            checks.append(PlannedCheck(control, ref))
+            check = PlannedCheck(control, ref)
+            checks.append(check)
             kind = control.spec.probe
+            politeness = politeness_for(ref.system, config)
+            if control.system_level:
+                first_address = next((scoped.addresses[k] for k in _system_keys(ref) if k in scoped.addresses), "")
+                if SYSTEM_LEVEL in probe_protocols.get(kind, frozenset()):
+                    targets[kind][check.key] = Target(
+                        key=check.key,
+                        system_id=ref.system.id,
+                        address=first_address,
+                        port=0,
+                        protocol=SYSTEM_LEVEL,
+                        politeness=politeness,
+                        declared=_declared(ref, True),
+                    )
+                continue
             address = scoped.addresses.get(ref.key)
             if address is None or ref.endpoint.protocol.value not in probe_protocols.get(kind, frozenset()):
                 continue
@@ -101,13 +147,18 @@ def build_plan(
                 port=ref.endpoint.port,
                 protocol=ref.endpoint.protocol.value,
                 server_name=ref.endpoint.server_name or (ref.endpoint.host if ref.endpoint.host != address else None),
-                politeness=politeness_for(ref.system, config),
+                politeness=politeness,
+                declared=_declared(ref, False),
             )
     return Plan(
         checks=tuple(checks),
         targets={k: tuple(v.values()) for k, v in targets.items()},
-        unresolved=dict(scoped.unresolved),
+        unresolved=unresolved,
     )
+
+
+def _system_keys(ref: EndpointRef) -> list[str]:
+    return [f"{ref.system.id}/{e.key_id}" for e in ref.system.endpoints]
 
 
 ProgressFn = Callable[[str, int], None]  # (probe kind finished, number of targets)
@@ -145,7 +196,7 @@ def gather_facts(
 def _apply_waiver(verdict: Verdict, check: PlannedCheck, waivers: Waivers, now: datetime) -> Verdict:
     if verdict.status is not Status.FAIL:
         return verdict
-    waiver = waivers.find(check.control.id, check.ref.system.id, check.ref.endpoint.key_id)
+    waiver = waivers.find(check.control.id, check.ref.system.id, check.endpoint_id)
     if waiver is None:
         return verdict
     if waiver.active(now):
@@ -161,13 +212,12 @@ def judge_all(
     records: list[FindingRecord] = []
     for check in plan.checks:
         control, ref = check.control, check.ref
-        outcome = facts.get(control.spec.probe, {}).get(ref.key)
-        if ref.key in plan.unresolved:
+        outcome = facts.get(control.spec.probe, {}).get(check.key)
+        if not control.system_level and ref.key in plan.unresolved:
             verdict = could_not_assess(control.rule, plan.unresolved[ref.key])
         elif outcome is None:
-            verdict = could_not_assess(
-                control.rule, f"the '{control.spec.probe}' probe cannot look at {ref.endpoint.protocol.value} endpoints"
-            )
+            what = "systems" if control.system_level else f"{ref.endpoint.protocol.value} endpoints"
+            verdict = could_not_assess(control.rule, f"the '{control.spec.probe}' probe cannot look at {what}")
         elif isinstance(outcome, ProbeError):
             verdict = could_not_assess(control.rule, outcome.message())
         else:
@@ -180,7 +230,7 @@ def judge_all(
                 severity=control.spec.severity.value,
                 region_id=ref.region.id,
                 system_id=ref.system.id,
-                endpoint_key=ref.key,
+                endpoint_key=check.key,
                 criticality=ref.system.criticality.value,
                 status=verdict.status,
                 message=verdict.message,

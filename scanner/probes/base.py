@@ -69,6 +69,12 @@ class Target:
     protocol: str  # https, tls, http, ssh, dicom, dicom-tls, mllp, fhir, syslog-tls, ...
     server_name: str | None = None  # hostname to send as SNI and to verify the certificate against
     politeness: Politeness = field(default_factory=Politeness)
+    # What the inventory declares about the system and endpoint (JSON data, no secrets), for probes that
+    # need it: {"system": {...}, "endpoint": {...} | None, "endpoints": [...]}.
+    declared: Mapping[str, JSONValue] = field(default_factory=dict)
+
+
+SYSTEM_LEVEL = "system"  # Target.protocol of a system-level target (one per system, not per endpoint)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,158 @@
+"""The engine with a fake probe (pure logic): planning, system-level controls, probe failures, waivers, politeness."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+
+from scanner.catalog import load_catalog
+from scanner.config import Config
+from scanner.engine import Selection, build_plan, gather_facts, judge_all, politeness_for
+from scanner.inventory import check_scope, load_inventory
+from scanner.models import Status
+from scanner.probes.base import FactSpec, ProbeContext, ProbeError, ProbeErrorReason, ProbeFacts, ProbeOutcome, Target
+from scanner.waivers import Waiver, Waivers
+from tests.helpers import write_yaml
+
+NOW = datetime(2026, 11, 22, tzinfo=UTC)
+
+
+class FakeProbe:
+    kind: ClassVar[str] = "fake"
+    facts: ClassVar[Sequence[FactSpec]] = [FactSpec("fake.ok", "bool", "whether all is well")]
+    protocols: ClassVar[frozenset[str]] = frozenset({"https", "system"})
+
+    def __init__(self, crash: bool = False) -> None:
+        self.crash = crash
+        self.seen: list[Target] = []
+
+    def gather(self, targets: Sequence[Target], ctx: ProbeContext) -> dict[str, ProbeOutcome]:
+        if self.crash:
+            raise RuntimeError("boom")
+        self.seen.extend(targets)
+        out: dict[str, ProbeOutcome] = {}
+        for t in targets:
+            if t.port == 9:
+                out[t.key] = ProbeError(ProbeErrorReason.REFUSED, "connection refused")
+            elif t.port != 10:  # port 10: the probe "forgets" the target
+                out[t.key] = ProbeFacts({"fake.ok": t.port != 444})
+        return out
+
+
+def control(cid: str, level: str = "endpoint") -> dict[str, object]:
+    return {
+        "id": cid,
+        "title": f"Control {cid}",
+        "family": "tls",
+        "severity": "high",
+        "rationale": "Because it matters a lot.",
+        "remediation": "Make it so, number one.",
+        "applies_to": {"level": level, "protocols": ["https"]},
+        "probe": "fake",
+        "assert": {"fact": "fake.ok", "equals": True},
+    }
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> tuple[object, ...]:
+    eps = [{"id": f"p{p}", "host": "127.0.0.1", "port": p, "protocol": "https"} for p in (443, 444, 9, 10)]
+    write_yaml(
+        tmp_path / "inv" / "r.yaml",
+        {
+            "region": {"id": "r", "name": "R"},
+            "systems": [
+                {"id": "a", "name": "A", "owner": "o", "criticality": "high", "endpoints": eps},
+                {
+                    "id": "pump",
+                    "name": "Pump",
+                    "owner": "o",
+                    "criticality": "critical",
+                    "fragile": True,
+                    "politeness": {"timing": 5, "max_concurrency": 50},
+                    "endpoints": eps[:1],
+                },
+            ],
+        },
+    )
+    write_yaml(tmp_path / "c.yaml", {"controls": [control("FAKE-01"), control("FAKE-02", "system")]})
+    inventory = load_inventory([tmp_path / "inv"])
+    catalog = load_catalog([tmp_path / "c.yaml"], probe_facts={"fake": {"fake.ok"}})
+    config = Config.model_validate({"scope": {"allowed_networks": ["127.0.0.0/8"]}})
+    scoped = check_scope(inventory, list(config.scope.allowed_networks))
+    return inventory, catalog, config, scoped
+
+
+def test_plan_endpoint_and_system_level(setup: tuple[object, ...]) -> None:
+    inventory, catalog, config, scoped = setup
+    plan = build_plan(inventory, catalog, scoped, config, Selection(), {"fake": FakeProbe.protocols})  # type: ignore[arg-type]
+    keys = sorted((c.control.id, c.key) for c in plan.checks)
+    assert keys == sorted(
+        [("FAKE-01", f"a/p{p}") for p in (443, 444, 9, 10)]
+        + [("FAKE-01", "pump/p443"), ("FAKE-02", "a/*"), ("FAKE-02", "pump/*")]
+    )
+    system_target = next(t for t in plan.targets["fake"] if t.key == "a/*")
+    assert system_target.protocol == "system" and len(system_target.declared["endpoints"]) == 4  # type: ignore[arg-type]
+
+
+def test_verdicts_fail_closed(setup: tuple[object, ...]) -> None:
+    inventory, catalog, config, scoped = setup
+    plan = build_plan(
+        inventory, catalog, scoped, config, Selection(controls=frozenset({"FAKE-01"})), {"fake": FakeProbe.protocols}
+    )  # type: ignore[arg-type]
+    facts = gather_facts(plan, {"fake": FakeProbe()}, ProbeContext())
+    status = {r.endpoint_key: (r.status, r.message) for r in judge_all(plan, facts, Waivers(), NOW)}
+    assert status["a/p443"][0] is Status.PASS
+    assert status["a/p444"][0] is Status.FAIL
+    assert status["a/p9"] == (Status.ERROR, "could not assess: refused: connection refused")
+    assert status["a/p10"][0] is Status.ERROR and "no outcome" in status["a/p10"][1]
+
+
+def test_probe_crash_is_error_for_each_target(setup: tuple[object, ...]) -> None:
+    inventory, catalog, config, scoped = setup
+    plan = build_plan(inventory, catalog, scoped, config, Selection(), {"fake": FakeProbe.protocols})  # type: ignore[arg-type]
+    facts = gather_facts(plan, {"fake": FakeProbe(crash=True)}, ProbeContext())
+    records = judge_all(plan, facts, Waivers(), NOW)
+    assert records and all(r.status is Status.ERROR and "crashed" in r.message for r in records)
+
+
+def test_waivers_active_and_expired(setup: tuple[object, ...]) -> None:
+    inventory, catalog, config, scoped = setup
+    plan = build_plan(
+        inventory,
+        catalog,
+        scoped,
+        config,
+        Selection(systems=frozenset({"a"}), controls=frozenset({"FAKE-01"})),
+        {"fake": FakeProbe.protocols},
+    )  # type: ignore[arg-type]
+    facts = gather_facts(plan, {"fake": FakeProbe()}, ProbeContext())
+
+    def waiver(expires: str) -> Waiver:
+        return Waiver.model_validate(
+            {
+                "control": "FAKE-01",
+                "system": "a",
+                "endpoint": "p444",
+                "reason": "vendor fix scheduled",
+                "approved_by": "CISO",
+                "approved_on": "2026-06-01",
+                "expires": expires,
+            }
+        )
+
+    active = {r.endpoint_key: r for r in judge_all(plan, facts, Waivers((waiver("2027-01-01"),)), NOW)}
+    assert active["a/p444"].status is Status.WAIVED and "waived until 2027-01-01" in active["a/p444"].message
+    assert active["a/p9"].status is Status.ERROR  # a waiver never hides could-not-assess
+    expired = {r.endpoint_key: r for r in judge_all(plan, facts, Waivers((waiver("2026-11-01"),)), NOW)}
+    assert expired["a/p444"].status is Status.FAIL and "waiver expired on 2026-11-01" in expired["a/p444"].message
+
+
+def test_fragile_system_is_capped_whatever_it_declares(setup: tuple[object, ...]) -> None:
+    inventory, _, config, _ = setup
+    _, pump = inventory.systems["pump"]  # type: ignore[attr-defined]
+    polite = politeness_for(pump, config)  # type: ignore[arg-type]
+    assert (polite.timing, polite.max_concurrency, polite.fragile) == (2, 1, True)
