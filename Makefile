@@ -43,6 +43,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check scanner tests benchmarks
 	$(VENV)/bin/ruff format --check scanner tests benchmarks
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 ## bench: TLS benchmark against bare nmap, sslyze and testssl on loopback endpoints
 bench: apt-demo $(STAMP)

@@ -131,3 +131,10 @@ def test_published_json_schemas_accept_shipped_files(kind: str, files: list[str]
         jsonschema.validate(data, schema)  # raises on mismatch
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"unexpected_top_level_key": 1}, schema)
+
+
+@pytest.mark.parametrize("kind", ["config", "inventory", "controls", "waivers", "control-tests"])
+def test_published_schema_files_are_current(kind: str, tmp_path: Path) -> None:
+    """docs/schema/*.json is what editors point at; regenerate with `hcscan schema KIND > docs/schema/KIND.schema.json`."""
+    current = json.loads(hcscan("schema", kind, cwd=tmp_path).stdout)
+    assert json.loads((REPO / "docs" / "schema" / f"{kind}.schema.json").read_text()) == current
