@@ -85,6 +85,9 @@ CipherString = DEFAULT:@SECLEVEL=0
 """
 
 
+SslyzeMode = Literal["matched", "default"]
+
+
 class MissingTool(Exception):
     """A peer tool is not installed."""
 
@@ -325,11 +328,11 @@ def run_hcscan_api(
     statuses: dict[str, int] = {}
     for record in scan.records:
         statuses[record.status.value] = statuses.get(record.status.value, 0) + 1
-    ok, msg, store = _check_store(workdir / store, n)
+    ok, msg, stored = _check_store(workdir / store, n)
     in_memory_ok = len(scan.records) == n * TLS_CONTROLS and statuses.get("pass", 0) == n * TLS_CONTROLS
     result.ok = ok and in_memory_ok
     result.sanity = f"{msg}; in memory {len(scan.records)} records {statuses}"
-    result.detail = {"store": store, "targets": {k: len(v) for k, v in plan.targets.items()}}
+    result.detail = {"store": stored, "targets": {k: len(v) for k, v in plan.targets.items()}}
     if not result.ok:
         bad = [r for r in scan.records if r.status.value != "pass"][:3]
         result.detail["examples"] = [f"{r.control_id} {r.endpoint_key}: {r.status.value}: {r.message}" for r in bad]
@@ -354,10 +357,10 @@ def run_hcscan_cli(workdir: Path, lab: Lab, endpoints: Sequence[LabEndpoint], rn
     result = ToolResult("hcscan (CLI)", n, command=cmd)
     wall, code, out, err = run_timed(cmd, cwd=workdir)
     result.wall_s = wall
-    ok, msg, store = _check_store(workdir / store, n)
+    ok, msg, stored = _check_store(workdir / store, n)
     result.ok = ok and code == 0
     result.sanity = f"exit {code}; {msg}"
-    result.detail = {"exit_code": code, "store": store}
+    result.detail = {"exit_code": code, "store": stored}
     if not result.ok:
         result.detail["stderr"] = _tail(err)
         result.detail["stdout"] = _tail(out)
@@ -386,6 +389,8 @@ def run_nmap(workdir: Path, endpoints: Sequence[LabEndpoint], rnd: int = 0) -> T
     with_cert: set[int] = set()
     try:
         root = SafeET.parse(xml_path).getroot()
+        if root is None:
+            raise SafeET.ParseError("empty document")
         for port in root.iter("port"):
             portid = int(port.get("portid", "0"))
             for script in port.findall("script"):
@@ -411,25 +416,30 @@ def run_nmap(workdir: Path, endpoints: Sequence[LabEndpoint], rnd: int = 0) -> T
 # sslyze
 
 
-def sslyze_available() -> str | None:
+def sslyze_available(python: Path) -> str | None:
     """None when sslyze runs from its venv, else why not."""
-    if not SSLYZE_PYTHON.exists():
-        return f"{SSLYZE_PYTHON} does not exist (run benchmarks/setup_peers.sh)"
+    if not python.exists():
+        return f"{python} does not exist (run benchmarks/setup_peers.sh)"
     probe = subprocess.run(
-        [str(SSLYZE_PYTHON), "-c", "import sslyze, importlib.metadata as m; print(m.version('sslyze'))"],
+        [str(python), "-c", "import sslyze, importlib.metadata as m; print(m.version('sslyze'))"],
         capture_output=True,
         text=True,
         check=False,
     )
     if probe.returncode != 0:
-        return f"sslyze not importable in {SSLYZE_PYTHON}: {_tail(probe.stderr, 300)}"
+        return f"sslyze not importable in {python}: {_tail(probe.stderr, 300)}"
     return None
 
 
 def run_sslyze(
-    workdir: Path, lab: Lab, endpoints: Sequence[LabEndpoint], mode: Literal["matched", "default"], rnd: int = 0
+    workdir: Path,
+    lab: Lab,
+    endpoints: Sequence[LabEndpoint],
+    mode: SslyzeMode,
+    rnd: int = 0,
+    python: Path = SSLYZE_PYTHON,
 ) -> ToolResult:
-    why = sslyze_available()
+    why = sslyze_available(python)
     if why is not None:
         raise MissingTool(why)
     n = len(endpoints)
@@ -439,7 +449,7 @@ def run_sslyze(
     targets = [f"{ep.server_name or ep.address}:{ep.port}{{{ep.address}}}" for ep in endpoints]
     commands: Sequence[str] = SSLYZE_MATCHED if mode == "matched" else ()
     cmd = [
-        str(SSLYZE_PYTHON),
+        str(python),
         "-m",
         "sslyze",
         "--quiet",
@@ -675,6 +685,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="matched: protocols/suites + elliptic curves + certinfo + HTTP headers (closest to hcscan); "
         "default: sslyze's default scan commands",
     )
+    p.add_argument(
+        "--sslyze-python", type=Path, default=SSLYZE_PYTHON, help="python of the sslyze venv (default: %(default)s)"
+    )
     p.add_argument("--skip", action="append", default=[], choices=("nmap", "sslyze", "testssl"), help="skip a peer")
     p.add_argument("--enforce-targets", action="store_true", help="exit 4 when a ratio target is missed")
     p.add_argument(
@@ -719,10 +732,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             if "nmap" not in args.skip:
                 steps.append(("nmap", lambda r: run_nmap(workdir, endpoints, r)))
             if "sslyze" not in args.skip:
-                modes = ("matched", "default") if args.sslyze_mode == "both" else (args.sslyze_mode,)
+                modes: tuple[SslyzeMode, ...] = (
+                    ("matched", "default") if args.sslyze_mode == "both" else (args.sslyze_mode,)
+                )
                 for mode in modes:
                     key = "sslyze" if mode == modes[0] else f"sslyze-{mode}"
-                    steps.append((key, functools.partial(run_sslyze, workdir, lab, endpoints, mode)))
+                    steps.append(
+                        (key, functools.partial(run_sslyze, workdir, lab, endpoints, mode, python=args.sslyze_python))
+                    )
             # testssl takes about a minute for its one endpoint: once, after the timed rounds.
             final: list[tuple[str, Callable[[int], ToolResult]]] = []
             if "testssl" not in args.skip:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import errno
+import functools
 import ipaddress
 import re
 import select
@@ -249,7 +250,9 @@ def load_trust(use_system_store: bool, ca_bundles: Iterable[Path]) -> TrustAncho
     return TrustAnchors(tuple(roots), tuple(intermediates), cafile, capath)
 
 
+@functools.lru_cache(maxsize=8)
 def _store(trust: TrustAnchors, with_intermediates: bool) -> crypto.X509Store:
+    """Built once per trust setting: loading the system bundle costs ~8 ms, far more than a verification."""
     store = crypto.X509Store()
     if trust.system_cafile or trust.system_capath:
         store.load_locations(trust.system_cafile, trust.system_capath)
@@ -608,6 +611,7 @@ def build_outcome(
     handshake: HandshakeOutcome,
     nmap_result: NmapPort | NmapError | None,
     trust: TrustAnchors,
+    verdict: ChainVerdict | None = None,
 ) -> ProbeOutcome:
     """Combine the handshake and nmap's view of one endpoint into facts or a typed error."""
     if isinstance(handshake, HandshakeFailure):
@@ -670,7 +674,7 @@ def build_outcome(
         )
     chain = handshake.chain
     leaf = chain[0] if chain else None
-    verdict = classify_chain(chain, trust)
+    verdict = verdict if verdict is not None else classify_chain(chain, trust)
     return ProbeFacts(
         {
             "tls.offered": True,
@@ -771,14 +775,29 @@ class TlsProbe:
         handshakes = self._handshakes(valid, ctx)
         live = [t for t in valid if _reached_tcp(handshakes[t.key])]
         spoke_tls = {(t.address, t.port) for t in live if isinstance(handshakes[t.key], Handshake)}
-        nmap_results = self._nmap(live, spoke_tls, ctx)
+        # Chain verification needs only the handshake: do it while nmap enumerates ciphers.
+        with ThreadPoolExecutor(max_workers=1) as background:
+            pending = background.submit(self._nmap, live, spoke_tls, ctx)
+            verdicts: dict[str, ChainVerdict] = {}
+            if trust is not None:
+                for t in live:
+                    hs = handshakes[t.key]
+                    if isinstance(hs, Handshake):
+                        # A failure here is left to build_outcome, which records it as INTERNAL.
+                        with contextlib.suppress(Exception):
+                            verdicts[t.key] = classify_chain(hs.chain, trust)
+            nmap_results = pending.result()
         for t in valid:
             if trust is None and _reached_tcp(handshakes[t.key]):
                 results[t.key] = ProbeError(ProbeErrorReason.INTERNAL, trust_error)
                 continue
             try:
                 results[t.key] = build_outcome(
-                    t, handshakes[t.key], nmap_results.get((t.address, t.port)), trust or TrustAnchors()
+                    t,
+                    handshakes[t.key],
+                    nmap_results.get((t.address, t.port)),
+                    trust or TrustAnchors(),
+                    verdicts.get(t.key),
                 )
             except Exception:
                 results[t.key] = ProbeError(ProbeErrorReason.INTERNAL, traceback.format_exc(limit=8))
