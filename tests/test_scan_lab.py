@@ -29,7 +29,7 @@ def lab_scan(
     make_workspace(root, systems, ca_bundles=[str(lab.ca_bundle)])
     started = time.monotonic()
     result = subprocess.run(
-        [sys.executable, "-m", "scanner", "scan", "--config", "config.yaml", "--format", "json"],
+        [sys.executable, "-m", "scanner", "scan", "--config", "config.yaml", "--family", "tls", "--format", "json"],
         cwd=root,
         capture_output=True,
         text=True,

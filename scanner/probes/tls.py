@@ -21,8 +21,8 @@ import threading
 import time
 import traceback
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -57,6 +57,9 @@ from scanner.probes.nmap import (
 NMAP_SCRIPTS = ("ssl-enum-ciphers", "ssl-cert")
 NMAP_MAX_PROCESSES = 3  # concurrent nmap processes (the scan machine has few cores)
 NMAP_MAX_HOSTS_PER_RUN = 64
+NMAP_BATCHES = 3  # endpoints are handed to nmap in about this many batches as their handshakes complete
+NMAP_MIN_BATCH = 16
+_NMAP_SLOTS = threading.BoundedSemaphore(NMAP_MAX_PROCESSES)  # across batches and groups
 PROTOCOL_ORDER = ("SSLv2", "SSLv3", "TLSv1.0", "TLSv1.1", "TLSv1.2", "TLSv1.3")
 _X509_V_FLAG_NO_CHECK_TIME = 0x200000  # OpenSSL: ignore validity dates while building the chain
 
@@ -772,21 +775,39 @@ class TlsProbe:
         except (OSError, ValueError) as exc:
             trust_error = f"cannot read trust bundles: {exc}"
 
-        handshakes = self._handshakes(valid, ctx)
-        live = [t for t in valid if _reached_tcp(handshakes[t.key])]
-        spoke_tls = {(t.address, t.port) for t in live if isinstance(handshakes[t.key], Handshake)}
-        # Chain verification needs only the handshake: do it while nmap enumerates ciphers.
-        with ThreadPoolExecutor(max_workers=1) as background:
-            pending = background.submit(self._nmap, live, spoke_tls, ctx)
+        # Pipeline: nmap starts on batches of endpoints whose handshake already reached them, while the
+        # remaining handshakes (and tarpits running into their timeout) continue; chains are verified
+        # while nmap enumerates ciphers. Dead and silent endpoints never reach nmap.
+        handshakes: dict[str, HandshakeOutcome] = {}
+        nmap_results: dict[tuple[str, int], NmapPort | NmapError] = {}
+        batch_size = max(NMAP_MIN_BATCH, -(-len(valid) // NMAP_BATCHES))
+        batch: list[Target] = []
+        futures: list[Future[dict[tuple[str, int], NmapPort | NmapError]]] = []
+        with ThreadPoolExecutor(max_workers=NMAP_MAX_PROCESSES) as nmap_pool:
+
+            def flush() -> None:
+                if batch:
+                    spoke = {(t.address, t.port) for t in batch if isinstance(handshakes[t.key], Handshake)}
+                    futures.append(nmap_pool.submit(self._nmap, list(batch), spoke, ctx))
+                    batch.clear()
+
+            for t, outcome in self._handshakes(valid, ctx):
+                handshakes[t.key] = outcome
+                if _reached_tcp(outcome):
+                    batch.append(t)
+                    if len(batch) >= batch_size:
+                        flush()
+            flush()
             verdicts: dict[str, ChainVerdict] = {}
             if trust is not None:
-                for t in live:
+                for t in valid:
                     hs = handshakes[t.key]
                     if isinstance(hs, Handshake):
                         # A failure here is left to build_outcome, which records it as INTERNAL.
                         with contextlib.suppress(Exception):
                             verdicts[t.key] = classify_chain(hs.chain, trust)
-            nmap_results = pending.result()
+            for future in futures:
+                nmap_results.update(future.result())
         for t in valid:
             if trust is None and _reached_tcp(handshakes[t.key]):
                 results[t.key] = ProbeError(ProbeErrorReason.INTERNAL, trust_error)
@@ -803,8 +824,9 @@ class TlsProbe:
                 results[t.key] = ProbeError(ProbeErrorReason.INTERNAL, traceback.format_exc(limit=8))
 
     @staticmethod
-    def _handshakes(targets: Sequence[Target], ctx: ProbeContext) -> dict[str, HandshakeOutcome]:
-        """One handshake per target; at most politeness.max_concurrency at once per system."""
+    def _handshakes(targets: Sequence[Target], ctx: ProbeContext) -> Iterator[tuple[Target, HandshakeOutcome]]:
+        """One handshake per target, yielded as each completes; at most politeness.max_concurrency at once
+        per system."""
         limits: dict[str, threading.BoundedSemaphore] = {}
         for t in targets:
             limits.setdefault(t.system_id, threading.BoundedSemaphore(max(1, t.politeness.max_concurrency)))
@@ -826,14 +848,12 @@ class TlsProbe:
             for queue in queues:
                 if queue:
                     order.append(queue.pop(0))
-        out: dict[str, HandshakeOutcome] = {}
         if not order:
-            return out
+            return
         with ThreadPoolExecutor(max_workers=max(1, min(ctx.max_workers, len(order)))) as pool:
-            futures = {t.key: pool.submit(one, t) for t in order}
-            for key, future in futures.items():
-                out[key] = future.result()
-        return out
+            futures = {pool.submit(one, t): t for t in order}
+            for future in as_completed(futures):
+                yield futures[future], future.result()
 
     @staticmethod
     def _nmap(
@@ -846,15 +866,16 @@ class TlsProbe:
         def run(group: NmapGroup) -> dict[tuple[str, int], NmapPort | NmapError]:
             args = {"tls.servername": group.server_name} if group.server_name else {}
             try:
-                nmap_run = run_nmap(
-                    group.hosts,
-                    group.ports,
-                    scripts=NMAP_SCRIPTS,
-                    script_args=args,
-                    politeness=group.politeness,
-                    timeout_s=nmap_timeout_s(group.politeness, len(group.ports)),
-                    nmap_path=ctx.nmap_path,
-                )
+                with _NMAP_SLOTS:
+                    nmap_run = run_nmap(
+                        group.hosts,
+                        group.ports,
+                        scripts=NMAP_SCRIPTS,
+                        script_args=args,
+                        politeness=group.politeness,
+                        timeout_s=nmap_timeout_s(group.politeness, len(group.ports)),
+                        nmap_path=ctx.nmap_path,
+                    )
                 scan = parse_nmap_xml(nmap_run.xml)
             except NmapError as exc:
                 return {(h, p): exc for h in group.hosts for p in group.ports}
