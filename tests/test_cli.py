@@ -32,7 +32,7 @@ def test_scan_exit_0_when_everything_passes_then_report(lab: Lab, tmp_path: Path
     make_workspace(
         tmp_path, [system("epj", ep.address, ep.port, "https", ep.server_name)], ca_bundles=[str(lab.ca_bundle)]
     )
-    result = hcscan("scan", "--config", "config.yaml", cwd=tmp_path)
+    result = hcscan("scan", "--config", "config.yaml", "--family", "tls", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "7 finding(s): 7 pass" in result.stdout
     report = hcscan("report", "--config", "config.yaml", cwd=tmp_path)
