@@ -4,9 +4,11 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# Debian packages: nmap (the scanner's engine), chromium (report tests render the HTML headless).
+# Debian packages: nmap (the scanner's engine), chromium (report tests render the HTML headless),
+# postgresql (store and multi-agent tests start a throwaway cluster with initdb/pg_ctl),
+# rsyslog + rsyslog-openssl (access-log tests start a collector with a TLS input; the TLS driver is a separate package).
 APT_DEMO := nmap
-APT_TEST := nmap chromium
+APT_TEST := nmap chromium postgresql rsyslog rsyslog-openssl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test lint unit bench apt-demo apt-test clean

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from sqlalchemy import Engine
+
 from scanner import __version__
 from scanner.catalog import ControlCatalog, control_files, load_catalog
 from scanner.config import Config, load_config
@@ -97,6 +99,13 @@ def probe_context(config: Config) -> ProbeContext:
     return ProbeContext(trust=trust, max_workers=config.max_workers)
 
 
+def store_probes(engine: Engine, config: Config, now: Callable[[], datetime]) -> dict[str, Probe]:
+    """Probe kinds whose facts come from the store: `sla` (availability measured from stored samples)."""
+    from scanner.store.availability import SlaProvider
+
+    return {SlaProvider.kind: SlaProvider(engine, config.availability, now)}
+
+
 def plan_scan(
     ws: Workspace, selection: Selection, probe_protocols: Mapping[str, frozenset[str]]
 ) -> tuple[Plan, ScopedTargets]:
@@ -118,12 +127,18 @@ def run_scan(
     selection: Selection,
     progress: Callable[[str, int], None] | None = None,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    agent_id: str = "",
+    on_run_started: Callable[[int], None] | None = None,
 ) -> ScanResult:
-    """Probe, judge and store one run. A crash or Ctrl-C leaves the run `interrupted`, never half-counted."""
+    """Probe, judge and store one run. A crash or Ctrl-C leaves the run `interrupted`, never half-counted.
+
+    The agent passes its id (recorded on the run) and learns the run id through `on_run_started`.
+    """
     from scanner.store import repo
     from scanner.store.db import open_store
 
     engine = open_store(ws.config.resolved_store_url())
+    probes = {**store_probes(engine, ws.config, now), **probes}  # a caller's own probe of a kind wins
     host = socket.gethostname()
     repo.mark_interrupted_runs(engine, host)
     meta = RunMeta(
@@ -135,6 +150,7 @@ def run_scan(
         regions=plan.regions,
         host=host,
         pid=os.getpid(),
+        agent_id=agent_id,
         controls=tuple(
             ControlInfo(
                 control_id=c.id,
@@ -163,6 +179,8 @@ def run_scan(
     started = now()
     run_id = repo.start_run(engine, meta, started)
     try:
+        if on_run_started is not None:
+            on_run_started(run_id)
         facts = gather_facts(plan, probes, probe_context(ws.config), progress)
         records = judge_all(plan, facts, ws.waivers, started)
         summary = repo.complete_run(engine, run_id, records, now())

@@ -153,7 +153,9 @@ def scan(
                 progress.advance(task)
                 progress.console.print(f"  {kind}: {n} target(s) done")
 
-        result = run_scan(ws, plan, make_probes(), selection, progress=advance)
+        with _user_errors():
+            probes = make_probes(ws.config)
+        result = run_scan(ws, plan, probes, selection, progress=advance)
     _print_records(result.records, fmt)
     counts = Counter(r.status.value for r in result.records)
     if fmt == OutputFormat.TABLE:
@@ -299,6 +301,104 @@ def controls_test(config_path: Path | None, files: tuple[Path, ...]) -> None:
     sys.exit(EXIT_FINDINGS if failed else EXIT_OK)
 
 
+@main.group()
+def data() -> None:
+    """Version data (release cycles, end-of-life dates, CISA KEV) that the patching controls judge by."""
+
+
+def _version_data_target(config_path: Path | None) -> tuple[Any, Path | None]:
+    """(config or None, the configured version-data path or None for the shipped data)."""
+    from scanner.config import find_config, load_config
+
+    try:
+        cfg = load_config(find_config(config_path))
+    except InputError:
+        if config_path is not None:
+            raise
+        return None, None
+    path = cfg.exposure.version_data.path
+    return cfg, (cfg.resolve(path) if path is not None else None)
+
+
+@data.command("info")
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="print as JSON")
+def data_info(config_path: Path | None, as_json: bool) -> None:
+    """Show which version data is used, its date and age, and what it covers."""
+    from scanner.versiondata import load_version_data
+
+    with _user_errors():
+        cfg, path = _version_data_target(config_path)
+        vd = load_version_data(path)
+    info = vd.info()
+    age = (datetime.now(UTC).date() - vd.file.generated).days
+    max_age = cfg.exposure.version_data.max_age_days if cfg is not None else None
+    info.update(age_days=age, max_age_days=max_age)
+    info["product_list"] = [
+        {"id": p.id, "name": p.name, "cycles": len(p.cycles), "as_of": p.as_of.isoformat(), "source": p.source}
+        for p in vd.file.products
+    ]
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    stale = (
+        f" — older than the configured {max_age} days (PAT-06 fails)" if max_age is not None and age > max_age else ""
+    )
+    out.print(f"version data {info['data_version']} from {info['generated']} ({age} days old){stale}", markup=False)
+    out.print(f"file: {info['path']}", markup=False)
+    out.print(f"{info['products']} products, {info['kev_entries']} known-exploited CVE entries", markup=False)
+    table = Table(header_style="bold")
+    for col in ("product", "name", "cycles", "data as of", "source"):
+        table.add_column(col)
+    for p in info["product_list"]:
+        table.add_row(p["id"], p["name"], str(p["cycles"]), p["as_of"], p["source"])
+    out.print(table)
+
+
+@data.command("import")
+@config_option
+@click.option(
+    "--endoflife",
+    "endoflife",
+    multiple=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="endoflife.date API export of one product, named <product>.json (repeatable)",
+)
+@click.option("--kev", type=click.Path(path_type=Path, dir_okay=False), help="CISA KEV catalogue JSON")
+@click.option(
+    "--nvd", multiple=True, type=click.Path(path_type=Path, dir_okay=False), help="NVD CVE JSON 2.0 feed (repeatable)"
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="file to write (default: exposure.version_data.path of the config)",
+)
+def data_import(
+    config_path: Path | None, endoflife: tuple[Path, ...], kev: Path | None, nvd: tuple[Path, ...], out: Path | None
+) -> None:
+    """Refresh the version data from downloaded exports; the file is replaced atomically."""
+    from scanner.versiondata import load_version_data
+    from scanner.versiondata.importer import import_data
+
+    with _user_errors():
+        _, configured = _version_data_target(config_path)
+        target = out or configured
+        if target is None:
+            raise InputError.single(
+                "nowhere to write the version data",
+                hint="set exposure.version_data.path in config.yaml (scans then use it) or pass --out FILE",
+            )
+        if not endoflife and kev is None:
+            raise InputError.single("nothing to import", hint="give --endoflife FILE and/or --kev FILE --nvd FILE")
+        base = load_version_data(target if target.is_file() else None)  # first import: start from the shipped data
+        result = import_data(base, target, endoflife=list(endoflife), kev=kev, nvd=list(nvd))
+    out_info = result.info()
+    click.echo(
+        f"wrote {target}: data {out_info['data_version']}, {out_info['products']} products, "
+        f"{out_info['kev_entries']} known-exploited CVE entries"
+    )
+
+
 @main.command()
 @click.option("--probe", help="only this probe kind")
 def facts(probe: str | None) -> None:
@@ -340,6 +440,213 @@ def demo(workdir: Path) -> None:
     out.print(f"\ndemo finished in {(datetime.now(UTC) - started).total_seconds():.1f} s")
     out.print(f"store:  {result.store}")
     out.print(f"report: {result.index}")
+
+
+@main.group(invoke_without_command=True)
+@config_option
+@click.option("--once", is_flag=True, help="run every due job once and exit (for cron/systemd timers)")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", help="log lines on stderr")
+@click.pass_context
+def agent(ctx: click.Context, config_path: Path | None, once: bool, log_format: str) -> None:
+    """Run the scheduled agent: the jobs under `schedules:` in config.yaml, until SIGTERM/SIGINT."""
+    ctx.obj = config_path
+    if ctx.invoked_subcommand is not None:
+        return
+    import logging
+
+    from scanner.agent import JsonLogFormatter, TextLogFormatter, start_agent
+    from scanner.config import find_config
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLogFormatter() if log_format == "json" else TextLogFormatter())
+    logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
+    logging.getLogger("hcscan").setLevel(logging.INFO)
+    with _user_errors():
+        outcome = start_agent(find_config(config_path), once)
+    sys.exit(outcome.exit_code)
+
+
+@agent.command("status")
+@config_option
+@click.option(
+    "--format", "fmt", type=click.Choice([OutputFormat.TABLE.value, OutputFormat.JSON.value]), default="table"
+)
+@click.pass_context
+def agent_status_cmd(ctx: click.Context, config_path: Path | None, fmt: str) -> None:
+    """Each job's next run time and the last slot it ran, per scope, with the outcome."""
+    from dataclasses import asdict
+
+    from scanner.agent import agent_status
+    from scanner.config import find_config
+
+    with _user_errors():
+        rows = agent_status(find_config(config_path or ctx.obj))
+    if fmt == OutputFormat.JSON:
+        click.echo(json.dumps([asdict(r) for r in rows], indent=2, default=str, ensure_ascii=False))
+        return
+
+    def when(value: datetime | None, tz: str) -> str:
+        from zoneinfo import ZoneInfo
+
+        return "-" if value is None else value.astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M:%S %Z")
+
+    table = Table(header_style="bold")
+    for col in ("job", "kind", "cron", "next run", "scope", "last slot", "state", "run", "holder"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        run = "-" if r.run_id is None else f"#{r.run_id} {r.run_status}"
+        table.add_row(
+            r.job_id, r.kind, r.cron, when(r.next_run, r.timezone), r.scope or "-", when(r.last_slot, r.timezone),
+            r.state or r.detail, run, r.holder or "-",
+        )  # fmt: skip
+    out.print(table)
+
+
+def _pct_text(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3f}".rstrip("0").rstrip(".")
+
+
+@main.command()
+@config_option
+@click.option("--region", multiple=True, help="only this region (repeatable)")
+@click.option("--system", multiple=True, help="only this system (repeatable)")
+@click.option(
+    "--format", "fmt", type=click.Choice([OutputFormat.TABLE.value, OutputFormat.JSON.value]), default="table"
+)
+def sample(config_path: Path | None, region: tuple[str, ...], system: tuple[str, ...], fmt: str) -> None:
+    """Take one round of availability samples now and store it (the agent runs this every interval).
+
+    Exit 0 when every endpoint answered, 1 when any was down or could not be sampled.
+    """
+    from scanner.app_availability import run_sample
+
+    with _user_errors():
+        ws = _workspace(config_path)
+        result = run_sample(ws, _selection(region, system, (), ()))
+    if fmt == OutputFormat.JSON:
+        rows = [
+            {
+                "endpoint": s.key,
+                "method": s.method,
+                "up": s.up,
+                "latency_ms": s.latency_ms,
+                "reason": s.reason,
+                "detail": s.detail,
+                "attempts": s.attempts,
+            }
+            for s in sorted(result.samples, key=lambda s: s.key)
+        ]
+        click.echo(
+            json.dumps(
+                {"round": result.round_id, "t": result.t.isoformat(), "samples": rows, "unresolved": result.unresolved},
+                indent=2,
+                ensure_ascii=False,
+            )
+        )
+    else:
+        for s in sorted(result.samples, key=lambda s: s.key):
+            if s.up is not True:
+                state = "unknown" if s.up is None else "down"
+                out.print(f"[red]{state}[/] {s.key} ({s.method}): {s.reason}: {s.detail}", highlight=False)
+        for key, why in result.unresolved.items():
+            out.print(f"[yellow]unknown[/] {key}: {why}")
+        out.print(
+            f"round #{result.round_id} at {result.t.isoformat(timespec='seconds')}: {result.n_up} up, "
+            f"{result.n_down} down, {result.n_unknown + len(result.unresolved)} unknown"
+            + (f", {result.n_rejected} ignored (not newer than stored samples)" if result.n_rejected else "")
+        )
+    bad = result.n_down or result.n_unknown or result.unresolved
+    sys.exit(EXIT_FINDINGS if bad else EXIT_OK)
+
+
+@main.command()
+@config_option
+@click.option("--region", multiple=True, help="only this region (repeatable)")
+@click.option("--system", multiple=True, help="only this system (repeatable)")
+@click.option("--window", "windows", multiple=True, help="window like 24h, 7d, 30d (repeatable; default all three)")
+@click.option(
+    "--format", "fmt", type=click.Choice([OutputFormat.TABLE.value, OutputFormat.JSON.value]), default="table"
+)
+def availability(
+    config_path: Path | None, region: tuple[str, ...], system: tuple[str, ...], windows: tuple[str, ...], fmt: str
+) -> None:
+    """Measured availability per endpoint over rolling windows against its SLA target (reads the store only).
+
+    Each figure is lower–upper %: lower counts unknown time (no sample) as down, upper as up. Verdict per window:
+    pass if lower ≥ target, fail if upper < target, otherwise could not assess (inconclusive).
+    """
+    from scanner.app_availability import DEFAULT_WINDOWS, availability_table
+    from scanner.availability import parse_window
+
+    for w in windows:
+        try:
+            parse_window(w)
+        except ValueError as exc:
+            _fail_input(InputError.single(str(exc), hint="e.g. --window 30d"))
+    with _user_errors():
+        ws = _workspace(config_path)
+        table = availability_table(ws, _selection(region, system, (), ()), windows or DEFAULT_WINDOWS)
+    if fmt == OutputFormat.JSON:
+        data = {
+            "now": table.now.isoformat(),
+            "heartbeat": {
+                "rounds": table.heartbeat_rounds,
+                "coverage_percent": table.heartbeat_coverage,
+                "last_round_at": table.last_round_at.isoformat() if table.last_round_at else None,
+            },
+            "endpoints": [
+                {
+                    "region": r.region_id,
+                    "system": r.system_id,
+                    "endpoint": r.endpoint_key,
+                    "criticality": r.criticality,
+                    "target_percent": r.target,
+                    "target_source": r.target_source,
+                    "windows": [
+                        {
+                            "window": f.window,
+                            "lower_percent": f.lower,
+                            "upper_percent": f.upper,
+                            "coverage_percent": f.coverage,
+                            "verdict": f.verdict.value,
+                            "outages": f.outages,
+                            "down_minutes": f.down_minutes,
+                            "p95_ms": list(f.p95_ms) if f.p95_ms else None,
+                        }
+                        for f in r.windows
+                    ],
+                    "outages": [o.as_json() for o in r.outages],
+                    "last_sample_at": r.last_sample_at.isoformat() if r.last_sample_at else None,
+                }
+                for r in table.rows
+            ],
+        }
+        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+        return
+    style = {"pass": "green", "fail": "red", "error": "yellow"}
+    grid = Table(header_style="bold")
+    for col in ("system", "endpoint", "crit.", "target %"):
+        grid.add_column(col, overflow="fold")
+    for f in table.rows[0].windows if table.rows else ():
+        grid.add_column(f"{f.window} % (coverage)")
+    grid.add_column("outages (longest window)")
+    grid.add_column("p95 ms")
+    for r in table.rows:
+        cells = [r.system_id, r.endpoint_key.split("/", 1)[1], r.criticality, _pct_text(r.target)]
+        for f in r.windows:
+            text = f"{_pct_text(f.lower)}–{_pct_text(f.upper)} ({_pct_text(f.coverage)})"
+            cells.append(f"[{style.get(f.verdict.value, 'white')}]{text}[/]")
+        last = r.windows[-1] if r.windows else None
+        cells.append(f"{last.outages}, {last.down_minutes:.1f} min down" if last else "")
+        p95 = last.p95_ms if last else None
+        cells.append("—" if p95 is None else (f"≤ {p95[1]:g}" if p95[1] is not None else f"> {p95[0]:g}"))
+        grid.add_row(*cells)
+    out.print(grid)
+    beat = table.last_round_at.isoformat(timespec="seconds") if table.last_round_at else "never"
+    out.print(
+        f"sampler heartbeat: {table.heartbeat_rounds} round(s), {table.heartbeat_coverage:.2f} % of the longest "
+        f"window covered; last round {beat}. Green pass, red fail, yellow inconclusive (unknown time decides)."
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

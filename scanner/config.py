@@ -9,7 +9,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from scanner.agent_config import AgentConfig, ScheduleConfig, schedule_problems
 from scanner.errors import InputError
+from scanner.exposure_config import ExposureConfig
 from scanner.yamlio import load_yaml, validate_model
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -55,6 +57,32 @@ class ReportConfig(Strict):
     language: Literal["en", "da"] = "en"
 
 
+class AvailabilityConfig(Strict):
+    """Availability sampling (`hcscan sample`) and the SLA window and targets controls judge (AVL-01..03)."""
+
+    interval_s: int = Field(60, ge=10, le=3600, description="Seconds between sampling rounds (the agent's schedule).")
+    timeout_s: float = Field(5.0, gt=0, le=60, description="Per-attempt timeout of a sample.")
+    retry_delay_s: float = Field(1.0, ge=0, le=30, description="Pause before the retry that confirms a down.")
+    max_concurrency: int = Field(200, ge=1, le=2000, description="Connections open at once during a round.")
+    window: str = Field(
+        "30d", pattern=r"^[1-9][0-9]{0,4}[mhd]$", description="Window AVL controls judge, e.g. 30d, 24h, 90m."
+    )
+    sla_targets: dict[str, float] = Field(
+        default_factory=lambda: {"critical": 99.9, "high": 99.5, "medium": 99.0, "low": 99.0},
+        description="SLA target (percent) by criticality; a system's availability.sla_percent overrides it.",
+    )
+
+    @field_validator("sla_targets")
+    @classmethod
+    def _targets(cls, value: dict[str, float]) -> dict[str, float]:
+        for level, pct in value.items():
+            if level not in ("critical", "high", "medium", "low"):
+                raise ValueError(f"sla_targets: unknown criticality '{level}' (critical, high, medium, low)")
+            if not 0 < pct <= 100:
+                raise ValueError(f"sla_targets.{level}: {pct} is not a percentage in (0, 100]")
+        return value
+
+
 class Config(Strict):
     """The whole of config.yaml. Relative paths are relative to the config file's folder."""
 
@@ -73,6 +101,12 @@ class Config(Strict):
         default_factory=dict, description="Per-control parameter overrides, e.g. {TLS-04: {min_days: 45}}."
     )
     max_workers: int = Field(32, ge=1, le=512, description="Threads for per-endpoint probe work.")
+    exposure: ExposureConfig = Field(
+        default_factory=ExposureConfig, description="Port sweep and version data of the service probe (PAT, EXP)."
+    )
+    agent: AgentConfig = Field(default_factory=AgentConfig, description="The scheduled agent (`hcscan agent`).")
+    schedules: list[ScheduleConfig] = Field(default_factory=list, description="Jobs `hcscan agent` runs (cron).")
+    availability: AvailabilityConfig = Field(default_factory=AvailabilityConfig, description="Sampling and SLA.")
 
     # Set by the loader, not by the user.
     base_dir: Path = Field(Path("."), exclude=True)
@@ -120,4 +154,7 @@ def load_config(path: Path) -> Config:
         if forbidden in data:
             raise InputError([loaded.problem((forbidden,), f"unknown field '{forbidden}'")])
     cfg = validate_model(Config, loaded, data)
+    problems = schedule_problems(cfg.schedules, loaded.problem)
+    if problems:
+        raise InputError(problems)
     return cfg.model_copy(update={"base_dir": path.resolve().parent, "source": path.resolve()})

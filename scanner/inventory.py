@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import ipaddress
 import re
@@ -13,9 +14,11 @@ from typing import Annotated
 
 from pydantic import Field, field_validator, model_validator
 
+from scanner.availability import SystemAvailability
 from scanner.config import Config, IPNetwork, Strict
 from scanner.errors import InputError, Problem
 from scanner.models import Criticality, EndpointProtocol
+from scanner.probes.logbackends.spec import AuditLogSpec, network_hosts
 from scanner.yamlio import LoadedYaml, load_yaml, validate_model, yaml_files
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
@@ -83,6 +86,23 @@ class SystemPoliteness(Strict):
     timeout_s: float | None = Field(None, gt=0, le=300)
 
 
+class DeclaredSoftware(Strict):
+    """Software the network cannot see (clinical applications, appliances, the OS): judged by PAT-03."""
+
+    product: str = Field(min_length=1, description="Product name or id in the version data (`hcscan data info`).")
+    version: str = Field(min_length=1, description="Upstream version or release, e.g. '9.6p1', '2019', '12'.")
+    package_version: str | None = Field(None, description="Installed distribution package, e.g. '1:8.9p1-3ubuntu0.10'.")
+    updated: dt.date | None = Field(None, description="When the package was last updated (YYYY-MM-DD).")
+    eol: dt.date | None = Field(None, description="Vendor end of support, for products not in the version data.")
+    latest: str | None = Field(None, description="Vendor's newest release of this line, for products not in the data.")
+    latest_date: dt.date | None = Field(None, description="Release date of `latest`.")
+
+    @field_validator("version", "product", mode="before")
+    @classmethod
+    def _text(cls, value: object) -> object:
+        return str(value) if isinstance(value, int | float) else value
+
+
 class System(Strict):
     id: Id
     name: str = Field(min_length=1)
@@ -92,7 +112,14 @@ class System(Strict):
     tags: list[str] = Field(default_factory=list)
     fragile: bool = Field(False, description="Medical device or other fragile target: light probes only.")
     politeness: SystemPoliteness | None = None
+    availability: SystemAvailability | None = Field(
+        None, description="SLA override, latency budget, maintenance windows, instances and how to sample endpoints."
+    )
     endpoints: list[Endpoint] = Field(min_length=1)
+    software: list[DeclaredSoftware] = Field(default_factory=list, description="Declared software (PAT-03).")
+    audit_log: AuditLogSpec | None = Field(
+        None, description="Where the system's access log lands (LOG-01..04): syslog-files, fhir-auditevent, http-json."
+    )
 
     @model_validator(mode="after")
     def _unique_endpoints(self) -> System:
@@ -101,6 +128,12 @@ class System(Strict):
             if ep.key_id in seen:
                 raise ValueError(f"duplicate endpoint id '{ep.key_id}' in system '{self.id}'")
             seen.add(ep.key_id)
+        return self
+
+    @model_validator(mode="after")
+    def _availability_endpoints(self) -> System:
+        if self.availability is not None:
+            self.availability.check_endpoints({ep.key_id for ep in self.endpoints})
         return self
 
 
@@ -182,6 +215,9 @@ def load_inventory(paths: Iterable[Path], *, skip_names: Iterable[str] = ("waive
             for j, ep in enumerate(system.endpoints):
                 line, _ = loaded.where(("systems", i, "endpoints", j, "host"))
                 locations[f"{system.id}/{ep.key_id}"] = (file, line)
+            if system.audit_log is not None:
+                line, _ = loaded.where(("systems", i, "audit_log"))
+                locations[f"{system.id}#audit_log"] = (file, line)
     if not files and not problems:
         problems.append(Problem(None, None, None, "the inventory is empty: no YAML files found", "check `inventory:`"))
     if problems:
@@ -233,9 +269,44 @@ def check_scope(inventory: Inventory, allowed: list[IPNetwork]) -> ScopedTargets
             )
             continue
         addresses[ref.key] = str(addr)
+    problems.extend(_audit_log_scope_problems(inventory, allowed))
     if problems:
         raise InputError(problems)
     return ScopedTargets(addresses, unresolved)
+
+
+def _audit_log_scope_problems(inventory: Inventory, allowed: list[IPNetwork]) -> list[Problem]:
+    """Log backends and collectors are connected to as well: each must resolve inside the allowed networks.
+
+    A name that does not resolve is left to the probe (its connection fails: `error` findings), as for endpoints.
+    """
+    problems: list[Problem] = []
+    for _, system in inventory.systems.values():
+        if system.audit_log is None:
+            continue
+        file, line = inventory.locations.get(f"{system.id}#audit_log", (None, None))
+        for what, host in network_hosts(system.audit_log):
+            try:
+                found = [ipaddress.ip_address(host)]
+            except ValueError:
+                try:
+                    infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+                except (socket.gaierror, UnicodeError):
+                    continue
+                found = sorted({ipaddress.ip_address(str(info[4][0])) for info in infos}, key=str)
+            outside = [a for a in found if not any(a in net for net in allowed)]
+            if outside:
+                problems.append(
+                    Problem(
+                        file,
+                        line,
+                        None,
+                        f"{system.id}: {what} {host} ({outside[0]}) is outside the allowed networks "
+                        f"({', '.join(str(n) for n in allowed) or 'none configured'})",
+                        "log backends are scanned like endpoints: add the network to scope.allowed_networks if it is yours",
+                    )
+                )
+    return problems
 
 
 def inventory_paths(config: Config) -> list[Path]:

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from scanner.lab import Lab
+from tests.postgres import postgres_cluster  # noqa: F401  (session fixture: a throwaway PostgreSQL)
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,8 @@ from datetime import datetime
 from importlib.metadata import entry_points
 from typing import Any
 
+from scanner.models import Status
+
 ENTRY_POINT_GROUP = "hcscan.checks"
 
 
@@ -20,6 +22,9 @@ ENTRY_POINT_GROUP = "hcscan.checks"
 class CheckResult:
     ok: bool
     reasons: tuple[str, ...]
+    # Set only when the facts allow no pass/fail: Status.ERROR (could not assess, say what is missing)
+    # or Status.NOT_APPLICABLE. `ok` is then ignored.
+    status: Status | None = None
 
 
 @dataclass(frozen=True)
@@ -71,7 +76,10 @@ BUILTIN_CHECK_TYPES: dict[str, CheckType] = {
 
 def available_check_types() -> dict[str, CheckType]:
     """Built-in check types plus those other installed packages register under `hcscan.checks`."""
-    types = dict(BUILTIN_CHECK_TYPES)
+    from scanner.checks.availability import AVAILABILITY_CHECK_TYPES
+    from scanner.checks.patching import PATCHING_CHECK_TYPES
+
+    types = {**BUILTIN_CHECK_TYPES, **PATCHING_CHECK_TYPES, **AVAILABILITY_CHECK_TYPES}
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         obj = ep.load()
         if isinstance(obj, CheckType):

@@ -73,6 +73,9 @@ def judge(rule: Rule, facts: Mapping[str, Any], params: Mapping[str, Any], now: 
             except Exception as exc:  # a site's check type is foreign code: its crash is `error`, not a pass
                 name = rule.check_type.name
                 return Verdict(Status.ERROR, f"could not assess: check type {name} raised {exc!r}", evidence)
+            if result.status in (Status.ERROR, Status.NOT_APPLICABLE):
+                prefix = "could not assess: " if result.status is Status.ERROR else "not applicable: "
+                return Verdict(result.status, prefix + "; ".join(result.reasons), evidence)
             ok, reasons = result.ok, result.reasons
         else:
             assert rule.assertion is not None

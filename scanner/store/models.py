@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Index, TypeDecorator
+from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, TypeDecorator, UniqueConstraint
 from sqlalchemy.engine import Dialect
 from sqlmodel import Field, SQLModel
 
@@ -130,3 +130,146 @@ class SystemDef(SQLModel, table=True):
     owner: str
     criticality: str
     fragile: bool
+
+
+class JobSlot(SQLModel, table=True):
+    """One scheduled slot of one agent job and scope, claimed by exactly one agent (the claim is the lock).
+
+    A holder that dies stops renewing `lease_expires_at`; another agent may then take the slot over.
+    """
+
+    __tablename__ = "job_slot"
+    __table_args__ = (UniqueConstraint("job_id", "scope", "slot_start", name="uq_job_slot"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: str = Field(index=True)
+    scope: str  # "region:<id>" for scans, "all" for the central report
+    slot_start: datetime = _dt()
+    state: str = Field(index=True)  # claimed | running | done | failed | interrupted | skipped
+    holder: str  # agent_id@host:pid of the current claimant
+    agent_id: str
+    host: str
+    pid: int
+    claimed_at: datetime = _dt()
+    lease_expires_at: datetime = _dt()
+    finished_at: datetime | None = _dt(nullable=True)
+    run_id: int | None = Field(default=None, foreign_key="scan_run.id")
+    takeovers: int = 0
+    detail: str = ""
+
+
+class AgentLock(SQLModel, table=True):
+    """A named one-at-a-time lock on SQLite (PostgreSQL uses an advisory lock instead)."""
+
+    __tablename__ = "agent_lock"
+
+    name: str = Field(primary_key=True)
+    holder: str
+    acquired_at: datetime = _dt()
+    expires_at: datetime = _dt()
+
+
+# -- availability (issue 4): samples, coverage spans, hourly latency rollups, sampler heartbeat --------------
+# Times are integer epoch milliseconds (BIGINT): coverage sums stay exact and rows stay small.
+
+
+def _ms(primary_key: bool = False, nullable: bool = False, index: bool = False) -> Any:
+    return Field(sa_column=Column(BigInteger(), primary_key=primary_key, nullable=nullable, index=index))
+
+
+class AvlEndpoint(SQLModel, table=True):
+    """A sampled endpoint and its cursor: where its newest coverage span stands (for span upkeep at insert)."""
+
+    __tablename__ = "avl_endpoint"
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(unique=True)  # "<system_id>/<endpoint_id>"
+    system_id: str = Field(index=True)
+    region_id: str
+    method: str  # tcp | tls | http | fhir | dicom
+    last_ms: int | None = _ms(nullable=True)  # newest sample
+    last_up: bool | None = None
+    span_start_ms: int | None = _ms(nullable=True)  # the open span (avl_span primary key with id)
+    span_end_ms: int | None = _ms(nullable=True)  # coverage end if no further sample arrives: last + 2 × interval
+
+
+class AvlSample(SQLModel, table=True):
+    """One sample: up/down, latency of the successful attempt, and why it was down."""
+
+    __tablename__ = "avl_sample"
+    __table_args__ = {"sqlite_with_rowid": False}
+
+    endpoint_id: int = Field(primary_key=True)
+    t_ms: int = _ms(primary_key=True)
+    up: bool
+    latency_ms: float | None = None
+    reason: str | None = None  # refused | timeout | unreachable | protocol | status | keyword | dicom
+    detail: str | None = None  # first 200 characters of the error
+    attempts: int = 1
+
+
+class AvlSpan(SQLModel, table=True):
+    """A run of consecutive samples with the same state and no gap: [start_ms, end_ms) is covered up (or down).
+
+    A down span is an outage. Spans are kept at insert time, so SLA queries read spans, not samples.
+    """
+
+    __tablename__ = "avl_span"
+    __table_args__ = (Index("ix_avl_span_end", "end_ms"), {"sqlite_with_rowid": False})
+
+    endpoint_id: int = Field(primary_key=True)
+    start_ms: int = _ms(primary_key=True)
+    end_ms: int = _ms()
+    last_ms: int = _ms()  # newest sample in the span
+    up: bool
+    n_samples: int
+
+
+class AvlHour(SQLModel, table=True):
+    """Per endpoint and hour: sample counts and the latency histogram of up samples (p95 for AVL-03)."""
+
+    __tablename__ = "avl_hour"
+    __table_args__ = (Index("ix_avl_hour_hour", "hour"), {"sqlite_with_rowid": False})
+
+    endpoint_id: int = Field(primary_key=True)
+    hour: int = Field(primary_key=True)  # epoch hours
+    n: int = 0
+    n_up: int = 0
+    # latency histogram of up samples: b<i> counts latencies in bucket i of scanner.availability.LATENCY_BOUNDS_MS
+    b0: int = 0
+    b1: int = 0
+    b2: int = 0
+    b3: int = 0
+    b4: int = 0
+    b5: int = 0
+    b6: int = 0
+    b7: int = 0
+    b8: int = 0
+    b9: int = 0
+    b10: int = 0
+    b11: int = 0
+    b12: int = 0
+    b13: int = 0
+    b14: int = 0
+    b15: int = 0
+    b16: int = 0
+    b17: int = 0
+    b18: int = 0
+    b19: int = 0
+    b20: int = 0
+
+
+class AvlRound(SQLModel, table=True):
+    """The sampler's own heartbeat: one row per round. Gaps between rounds are time the scanner was not looking."""
+
+    __tablename__ = "avl_round"
+
+    id: int | None = Field(default=None, primary_key=True)
+    t_ms: int = _ms(index=True)  # the round's sample time
+    finished_ms: int = _ms()
+    interval_s: int
+    host: str
+    n_samples: int
+    n_up: int
+    n_down: int
+    n_unknown: int

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from scanner.models import Status
 from scanner.results import FindingRecord, RunMeta
 from scanner.store import queries, repo
-from scanner.store.db import open_store
+from scanner.store.db import known_heads, open_store
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
@@ -25,11 +24,6 @@ def rec(status: Status, control: str = "TLS-01", system: str = "s1") -> FindingR
     return FindingRecord(
         control, "tls", "high", "r1", system, f"{system}/web", "critical", status, f"{status}", {"x": 1}
     )
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> Engine:
-    return open_store(f"sqlite:///{tmp_path / 'store.db'}")
 
 
 def run_once(engine: Engine, records: list[FindingRecord], at: datetime) -> dict[str, int]:
@@ -52,9 +46,11 @@ def test_lifecycle_new_unchanged_fixed_regressed(engine: Engine) -> None:
     assert state["TLS-01"].status == "error"
     assert state["TLS-01"].first_seen_at == T0 + timedelta(minutes=1)
     assert state["TLS-01"].last_verified_at == T0 + timedelta(days=3, minutes=1)
-    db = sqlite3.connect(str(engine.url.database))
-    reopened = db.execute("select times_reopened, resolved_at from finding_state where control_id='TLS-01'").fetchone()
-    assert reopened == (1, None)
+    with engine.connect() as conn:
+        reopened = conn.execute(
+            text("select times_reopened, resolved_at from finding_state where control_id='TLS-01'")
+        ).one()
+    assert tuple(reopened) == (1, None)
 
 
 def test_a_failed_write_leaves_no_half_run(engine: Engine) -> None:
@@ -79,7 +75,8 @@ def test_runs_of_dead_processes_are_marked_interrupted(engine: Engine) -> None:
     assert status == {dead: "interrupted", alive: "running", elsewhere: "running"}
 
 
-def test_sqlite_pragmas_on_every_connection(engine: Engine) -> None:
+def test_sqlite_pragmas_on_every_connection(tmp_path: Path) -> None:
+    engine = open_store(f"sqlite:///{tmp_path / 'pragmas.db'}")
     with engine.connect() as conn:
         assert conn.exec_driver_sql("pragma journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("pragma foreign_keys").scalar() == 1
@@ -97,9 +94,10 @@ def test_migrations_match_the_models(engine: Engine) -> None:
     assert diff == []
 
 
-def test_opening_twice_is_idempotent(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'a.db'}"
-    open_store(url).dispose()
-    engine = open_store(url)
+def test_opening_twice_is_idempotent(store_url: str) -> None:
+    open_store(store_url).dispose()
+    engine = open_store(store_url)
     with engine.connect() as conn:
-        assert conn.exec_driver_sql("select version_num from alembic_version").scalar() == "0001"
+        heads = set(conn.exec_driver_sql("select version_num from alembic_version").scalars())
+    engine.dispose()
+    assert heads == known_heads() == {"0004"}  # one linear history after the merge revision

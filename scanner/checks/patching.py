@@ -1,0 +1,274 @@
+"""Check types of the patching family (PAT): end of life, patch lag, known-exploited CVEs, declared software.
+
+They judge the `patch.*`, `software.*` and `versiondata.*` facts of the service probe. A version read
+from a distribution banner (``OpenSSH_8.9p1 Ubuntu-3ubuntu0.6``) may carry back-ported fixes, so these
+checks never *fail* a patch-level judgement on one: they say exactly what the inventory must declare.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from scanner.checks.registry import CheckResult, CheckType
+from scanner.models import Status
+
+DECLARE_PACKAGE = (
+    "patch level cannot be judged from a distribution banner; declare the package version in the inventory "
+    "(software: [{product: %s, version: %s, package_version: <installed package>, updated: <YYYY-MM-DD>}])"
+)
+_PATCH_FACTS = frozenset(
+    {
+        "service.version_probed",
+        "patch.product_id",
+        "patch.product_name",
+        "patch.version",
+        "patch.matched_by",
+        "patch.source_text",
+        "patch.evidence",
+        "patch.unidentified_reason",
+        "patch.cycle",
+        "patch.cycle_eol",
+        "patch.cycle_latest",
+        "patch.cycle_latest_date",
+        "patch.behind_latest",
+        "patch.distro",
+        "patch.distro_release",
+        "patch.distro_marker",
+        "patch.distro_eol",
+        "patch.declared_package",
+        "patch.data_version",
+        "patch.data_as_of",
+    }
+)
+
+
+def _error(*reasons: str) -> CheckResult:
+    return CheckResult(False, reasons, Status.ERROR)
+
+
+def _na(*reasons: str) -> CheckResult:
+    return CheckResult(False, reasons, Status.NOT_APPLICABLE)
+
+
+def _date(value: Any) -> dt.date | None:
+    if isinstance(value, str):
+        try:
+            return dt.date.fromisoformat(value[:10])
+        except ValueError:
+            return None
+    return None
+
+
+def _ended(eol: Any, today: dt.date) -> bool | None:
+    """eol fact → ended? True/False, or None when unknown. `true` means ended on an unrecorded date."""
+    if eol is True:
+        return True
+    if eol is False or eol is None:
+        return False if eol is False else None
+    d = _date(eol)
+    return None if d is None else d <= today
+
+
+def _label(facts: Mapping[str, Any]) -> str:
+    return f"{facts.get('patch.product_name')} {facts.get('patch.version')}"
+
+
+def _evidence_note(facts: Mapping[str, Any]) -> str:
+    how = {"nmap_product": "nmap -sV", "cpe": "nmap CPE", "banner": "service banner"}.get(
+        str(facts.get("patch.matched_by")), "fingerprint"
+    )
+    kind = "distribution banner" if facts.get("patch.evidence") == "distribution_banner" else "upstream banner"
+    return f"[{kind} via {how}: {facts.get('patch.source_text')!s:.80}; data {facts.get('patch.data_version')}]"
+
+
+def _identified(facts: Mapping[str, Any]) -> CheckResult | None:
+    """The NA/error result when there is nothing (or not enough) to judge; None when judging can go on."""
+    if facts.get("service.version_probed") is False:
+        return _na("fragile system: no version probes are sent; declare its software in the inventory (PAT-03)")
+    if facts.get("patch.product_id") is None:
+        reason = facts.get("patch.unidentified_reason") or "no product was fingerprinted"
+        return _na(f"{reason}; nothing for this control to judge (declare the software for PAT-03)")
+    if facts.get("patch.version") is None or facts.get("patch.cycle") is None:
+        return _error(str(facts.get("patch.unidentified_reason") or "the version could not be determined"))
+    return None
+
+
+def lifecycle(facts: Mapping[str, Any], params: Mapping[str, Any], now: datetime) -> CheckResult:
+    """PAT-01: the product's release cycle, and the distribution release when the banner names one, are supported."""
+    early = _identified(facts)
+    if early is not None:
+        return early
+    today = now.date()
+    label, note = _label(facts), _evidence_note(facts)
+    distro, release = facts.get("patch.distro"), facts.get("patch.distro_release")
+    distro_ended = _ended(facts.get("patch.distro_eol"), today) if release else None
+    if distro_ended:
+        return CheckResult(
+            False, (f"{distro} {release} ended security support on {facts.get('patch.distro_eol')} ({label}) {note}",)
+        )
+    cycle, eol = facts.get("patch.cycle"), facts.get("patch.cycle_eol")
+    ended = _ended(eol, today)
+    if ended:
+        if facts.get("patch.evidence") != "distribution_banner":
+            return CheckResult(False, (f"{label}: release cycle {cycle} reached end of life on {eol} {note}",))
+        if release and distro_ended is False:
+            return CheckResult(
+                True,
+                (
+                    f"{label}: upstream cycle {cycle} ended on {eol}, but {distro} {release} supports its package "
+                    f"until {facts.get('patch.distro_eol')} {note}",
+                ),
+            )
+        return _error(
+            f"{label}: upstream cycle {cycle} ended on {eol}, but the {distro} package may still be supported; "
+            f"the banner does not say which {distro} release this is — declare the operating system "
+            f"(software: [{{product: {distro}, version: <release>}}]) {note}"
+        )
+    until = (
+        f"supported until {eol}"
+        if _date(eol)
+        else f"no end of life announced (data as of {facts.get('patch.data_as_of')})"
+    )
+    extra = f"; {distro} {release} supported until {facts.get('patch.distro_eol')}" if distro_ended is False else ""
+    return CheckResult(True, (f"{label}: cycle {cycle} {until}{extra} {note}",))
+
+
+def patch_level(facts: Mapping[str, Any], params: Mapping[str, Any], now: datetime) -> CheckResult:
+    """PAT-02: not behind the newest patch release of the cycle for more than `max_lag_days`."""
+    early = _identified(facts)
+    if early is not None:
+        return early
+    today, max_lag = now.date(), int(params["max_lag_days"])
+    label, note = _label(facts), _evidence_note(facts)
+    if facts.get("patch.evidence") == "distribution_banner":
+        declared = facts.get("patch.declared_package")
+        if not isinstance(declared, dict) or not declared.get("package_version"):
+            return _error(DECLARE_PACKAGE % (facts.get("patch.product_id"), facts.get("patch.version")) + f" {note}")
+        updated = _date(declared.get("updated"))
+        if updated is None:
+            return _error(
+                f"{label}: package {declared.get('package_version')} is declared, but not when it was last "
+                f"updated; add updated: <YYYY-MM-DD> to the declaration {note}"
+            )
+        age = (today - updated).days
+        text = f"{label}: declared package {declared.get('package_version')} last updated {updated} ({age} days ago)"
+        return CheckResult(age <= max_lag, (f"{text}; policy allows {max_lag} days {note}",))
+    behind = facts.get("patch.behind_latest")
+    latest, latest_date = facts.get("patch.cycle_latest"), _date(facts.get("patch.cycle_latest_date"))
+    if behind is None:
+        return _error(f"{label}: the newest release of cycle {facts.get('patch.cycle')} is not in the version data")
+    if behind is False:
+        return CheckResult(True, (f"{label} is at or above {latest}, the newest release of its cycle known {note}",))
+    if latest_date is None:
+        return CheckResult(False, (f"{label} is behind {latest} (release date unknown) {note}",))
+    lag = (today - latest_date).days
+    text = f"{label} is behind {latest}, released {latest_date} ({lag} days ago); policy allows {max_lag} days"
+    return CheckResult(lag <= max_lag, (f"{text} {note}",))
+
+
+def known_exploited(facts: Mapping[str, Any], params: Mapping[str, Any], now: datetime) -> CheckResult:
+    """PAT-05: no CISA KEV vulnerability affects the fingerprinted version (KEV joined to NVD version ranges)."""
+    early = _identified(facts)
+    if early is not None:
+        return early
+    hits = facts.get("patch.kev") or []
+    label, note = _label(facts), _evidence_note(facts)
+    if not hits:
+        return CheckResult(True, (f"{label}: no known-exploited CVE in the version data matches {note}",))
+    cves = ", ".join(str(h.get("cve")) for h in hits if isinstance(h, dict))
+    if facts.get("patch.evidence") == "distribution_banner":
+        return _error(
+            f"{label} is in the affected range of known-exploited {cves}, but the distribution may have back-ported "
+            f"the fix; " + DECLARE_PACKAGE % (facts.get("patch.product_id"), facts.get("patch.version")) + f" {note}"
+        )
+    return CheckResult(False, (f"{label} is affected by known-exploited (CISA KEV) {cves} {note}",))
+
+
+def declared_software(facts: Mapping[str, Any], params: Mapping[str, Any], now: datetime) -> CheckResult:
+    """PAT-03: every `software:` entry of the system is supported and within the patch policy."""
+    items = facts.get("software.declared")
+    if not items:
+        return _na("the system declares no software")
+    today, max_lag = now.date(), int(params["max_lag_days"])
+    problems: list[str] = []
+    unknown: list[str] = []
+    good: list[str] = []
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        label = f"{item.get('product')} {item.get('version')}"
+        if item.get("unknown_reason"):
+            unknown.append(str(item["unknown_reason"]))
+            continue
+        eol = item.get("cycle_eol")
+        if _ended(eol, today):
+            problems.append(f"{label} reached end of life on {eol}")
+            continue
+        behind, latest_date = item.get("behind_latest"), _date(item.get("cycle_latest_date"))
+        if behind and latest_date is not None and (today - latest_date).days > max_lag:
+            problems.append(
+                f"{label} is behind {item.get('cycle_latest')} (released {latest_date}, "
+                f"{(today - latest_date).days} days ago; policy allows {max_lag})"
+            )
+            continue
+        good.append(f"{label} ({item.get('lifecycle_source')})")
+    if problems:
+        return CheckResult(False, tuple(problems + [f"could not judge: {u}" for u in unknown]))
+    if unknown:
+        return _error(*unknown)
+    return CheckResult(True, (f"supported and patched: {', '.join(good)}",))
+
+
+def version_data_age(facts: Mapping[str, Any], params: Mapping[str, Any], now: datetime) -> CheckResult:
+    """PAT-06: the version data the PAT findings rest on is not older than the configured age."""
+    generated = _date(facts.get("versiondata.generated"))
+    max_age = facts.get("versiondata.max_age_days")
+    if generated is None or not isinstance(max_age, int):
+        return _error("the version data's date or the configured maximum age is unknown")
+    age = (now.date() - generated).days
+    text = f"version data {facts.get('versiondata.data_version')} is from {generated} ({age} days old)"
+    if age > max_age:
+        return CheckResult(False, (f"{text}; maximum age is {max_age} days — run `hcscan data import`",))
+    return CheckResult(True, (f"{text}; maximum age is {max_age} days",))
+
+
+PATCHING_CHECK_TYPES: dict[str, CheckType] = {
+    "lifecycle": CheckType(
+        "lifecycle", "service", _PATCH_FACTS, {}, lifecycle, "Product cycle and distribution release not end-of-life."
+    ),
+    "patch_level": CheckType(
+        "patch_level",
+        "service",
+        _PATCH_FACTS,
+        {"max_lag_days": 30},
+        patch_level,
+        "Not behind the cycle's newest patch release for longer than max_lag_days.",
+    ),
+    "known_exploited": CheckType(
+        "known_exploited",
+        "service",
+        _PATCH_FACTS | {"patch.kev"},
+        {},
+        known_exploited,
+        "No CISA KEV CVE affects the fingerprinted version.",
+    ),
+    "declared_software": CheckType(
+        "declared_software",
+        "service",
+        frozenset({"software.declared", "versiondata.data_version"}),
+        {"max_lag_days": 30},
+        declared_software,
+        "Declared software is supported and within the patch policy.",
+    ),
+    "version_data_age": CheckType(
+        "version_data_age",
+        "service",
+        frozenset({"versiondata.generated", "versiondata.data_version", "versiondata.max_age_days"}),
+        {},
+        version_data_age,
+        "The version data is not older than the configured maximum age.",
+    ),
+}

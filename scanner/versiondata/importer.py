@@ -1,0 +1,232 @@
+"""`hcscan data import`: refresh the version data from files the user downloaded (no network at runtime).
+
+Inputs: endoflife.date API exports (one JSON per product, v0 list or v1 `{"result": {"releases": [...]}}`),
+the CISA KEV catalogue JSON, and NVD CVE JSON 2.0 feeds. KEV lists no versions, so each KEV CVE is joined to
+its NVD `cpeMatch` ranges and kept only where a vulnerable CPE names a product of the data. The result is
+validated by loading it, then moved into place atomically.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from scanner.errors import InputError
+from scanner.versiondata.model import Cycle, KevEntry, Product, VersionData, VersionRange, load_version_data
+
+# endoflife.date product slugs whose hcscan id differs.
+SLUG_ALIASES: Mapping[str, str] = {
+    "apache": "apache-httpd",
+    "apache-http-server": "apache-httpd",
+    "httpd": "apache-httpd",
+    "mssqlserver": "mssql",
+    "microsoft-sql-server": "mssql",
+    "windows-server": "windows-server",
+    "node": "nodejs",
+    "postgres": "postgresql",
+}
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError.single("file not found", file=path) from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        line = getattr(exc, "lineno", None)
+        raise InputError.single(f"not valid JSON: {exc}", file=path, line=line) from None
+
+
+def _date_or_bool(value: Any) -> dt.date | bool | None:
+    if isinstance(value, bool) or value is None:
+        return value
+    try:
+        return dt.date.fromisoformat(str(value)[:10])
+    except ValueError:
+        return None
+
+
+def _day(value: Any) -> dt.date | None:
+    d = _date_or_bool(value)
+    return d if isinstance(d, dt.date) else None
+
+
+def cycles_from_endoflife(doc: Any, file: Path) -> list[Cycle]:
+    """Cycles from an endoflife.date export (API v0 list of cycles, or API v1 product document)."""
+    if isinstance(doc, dict) and isinstance(doc.get("result"), dict):
+        rows = doc["result"].get("releases") or []
+        out = []
+        for r in rows:
+            latest = r.get("latest") or {}
+            eol = r.get("eolFrom") if r.get("eolFrom") else (True if r.get("isEol") else None)
+            out.append(
+                Cycle(
+                    cycle=str(r["name"]),
+                    released=_day(r.get("releaseDate")),
+                    eol=_date_or_bool(eol),
+                    latest=str(latest["name"]) if latest.get("name") else None,
+                    latest_date=_day(latest.get("date")),
+                )
+            )
+        return out
+    if isinstance(doc, list):
+        out = []
+        for r in doc:
+            if not isinstance(r, dict) or "cycle" not in r:
+                raise InputError.single("endoflife.date export: every entry needs a 'cycle'", file=file)
+            eol = r.get("eol")
+            out.append(
+                Cycle(
+                    cycle=str(r["cycle"]),
+                    released=_day(r.get("releaseDate")),
+                    eol=None if eol is False else _date_or_bool(eol),
+                    latest=str(r["latest"]) if r.get("latest") else None,
+                    latest_date=_day(r.get("latestReleaseDate")),
+                )
+            )
+        return out
+    raise InputError.single("not an endoflife.date product export (expected a list or {result: ...})", file=file)
+
+
+def _cpe23_key(criteria: str) -> tuple[str, str, str, str] | None:
+    """cpe:2.3:a:vendor:product:version:… → (part, vendor, product, version)."""
+    parts = criteria.split(":")
+    if len(parts) < 6 or parts[0] != "cpe" or parts[1] != "2.3":
+        return None
+    return parts[2], parts[3], parts[4], parts[5]
+
+
+def _cpe22_key(prefix: str) -> tuple[str, str, str] | None:
+    parts = prefix.split(":")
+    if len(parts) < 4 or parts[0] != "cpe" or not parts[1].startswith("/"):
+        return None
+    return parts[1][1:], parts[2], parts[3]
+
+
+def kev_entries(kev: Any, nvd_docs: Sequence[Any], products: Iterable[Product], kev_file: Path) -> list[KevEntry]:
+    """Join KEV CVE ids to NVD cpeMatch ranges of products in the data."""
+    if not isinstance(kev, dict) or not isinstance(kev.get("vulnerabilities"), list):
+        raise InputError.single("not a CISA KEV catalogue (no 'vulnerabilities' list)", file=kev_file)
+    known = {str(v.get("cveID")): v for v in kev["vulnerabilities"] if isinstance(v, dict)}
+    by_cpe: dict[tuple[str, str, str], str] = {}
+    for p in products:
+        for prefix in p.cpe:
+            prefix_key = _cpe22_key(prefix)
+            if prefix_key is not None:
+                by_cpe[prefix_key] = p.id
+    found: dict[tuple[str, str], list[VersionRange]] = {}
+    for doc in nvd_docs:
+        for item in doc.get("vulnerabilities", []) if isinstance(doc, dict) else []:
+            cve = item.get("cve", {}) if isinstance(item, dict) else {}
+            cve_id = str(cve.get("id", ""))
+            if cve_id not in known:
+                continue
+            for config in cve.get("configurations", []) or []:
+                for node in config.get("nodes", []) or []:
+                    for match in node.get("cpeMatch", []) or []:
+                        if not match.get("vulnerable"):
+                            continue
+                        key = _cpe23_key(str(match.get("criteria", "")))
+                        if key is None or key[:3] not in by_cpe:
+                            continue
+                        version = key[3]
+                        r = VersionRange(
+                            exact=version if version not in ("*", "-", "") else None,
+                            start_including=match.get("versionStartIncluding"),
+                            start_excluding=match.get("versionStartExcluding"),
+                            end_including=match.get("versionEndIncluding"),
+                            end_excluding=match.get("versionEndExcluding"),
+                        )
+                        if r.exact is None and not any(
+                            (r.start_including, r.start_excluding, r.end_including, r.end_excluding)
+                        ):
+                            continue  # "every version": too broad to judge a version by
+                        found.setdefault((cve_id, by_cpe[key[:3]]), []).append(r)
+    entries = []
+    for (cve_id, product), ranges in sorted(found.items()):
+        k = known[cve_id]
+        entries.append(
+            KevEntry(
+                cve=cve_id,
+                product=product,
+                name=str(k.get("vulnerabilityName", ""))[:200],
+                date_added=_day(k.get("dateAdded")),
+                versions=ranges,
+            )
+        )
+    return entries
+
+
+def import_data(
+    base: VersionData,
+    out: Path,
+    *,
+    endoflife: Sequence[Path] = (),
+    kev: Path | None = None,
+    nvd: Sequence[Path] = (),
+    today: dt.date | None = None,
+) -> VersionData:
+    """Merge the given exports into `base` and write `out` atomically; return the loaded result."""
+    today = today or dt.datetime.now(dt.UTC).date()
+    data = base.file.model_dump(mode="json")
+    products = {p["id"]: p for p in data["products"]}
+    for file in endoflife:
+        slug = file.stem
+        pid = SLUG_ALIASES.get(slug, slug)
+        if pid not in products:
+            raise InputError.single(
+                f"no product '{pid}' in the version data for this export",
+                file=file,
+                hint="name the file after the product id (`hcscan data info` lists them)",
+            )
+        cycles = cycles_from_endoflife(_read_json(file), file)
+        if not cycles:
+            raise InputError.single("the export lists no release cycles", file=file)
+        source_id = f"import-{pid}"
+        products[pid]["cycles"] = [c.model_dump(mode="json", exclude_defaults=True) for c in cycles]
+        products[pid]["source"] = source_id
+        dates = [d for c in cycles for d in (c.latest_date, c.released) if d is not None]
+        newest = max(dates, default=None)
+        products[pid]["as_of"] = (newest or today).isoformat()
+        data["sources"] = [s for s in data["sources"] if s["id"] != source_id] + [
+            {"id": source_id, "url": f"endoflife.date export {file.name}", "retrieved": today.isoformat()}
+        ]
+    if kev is not None:
+        nvd_docs = [_read_json(f) for f in nvd]
+        loaded = [Product.model_validate(p) for p in products.values()]
+        data["kev"] = [
+            k.model_dump(mode="json", exclude_none=True) for k in kev_entries(_read_json(kev), nvd_docs, loaded, kev)
+        ]
+        data["sources"] = [s for s in data["sources"] if s["id"] not in ("cisa-kev", "nvd")] + [
+            {"id": "cisa-kev", "url": f"CISA KEV export {kev.name}", "retrieved": today.isoformat()},
+            {"id": "nvd", "url": "NVD CVE 2.0 feeds " + ", ".join(f.name for f in nvd), "retrieved": today.isoformat()},
+        ]
+    elif nvd:
+        raise InputError.single("NVD feeds are only used to place KEV entries: give --kev too")
+    data["products"] = list(products.values())
+    data["generated"] = today.isoformat()
+    data["data_version"] = today.strftime("%Y.%m.%d")
+    text = "# hcscan version data, written by `hcscan data import`.\n" + yaml.safe_dump(
+        data, sort_keys=False, allow_unicode=True
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=".versions-", suffix=".yaml", dir=out.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        result = load_version_data(tmp)  # a file that does not load never replaces a good one
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return VersionData(result.file, out)

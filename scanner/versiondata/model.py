@@ -1,0 +1,250 @@
+"""The version-knowledge file: product release cycles, how to recognise products, known-exploited CVEs.
+
+Loaded with `scanner.yamlio`, so a bad file names file:line. Pure data plus lookups; no network.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from scanner.errors import InputError
+from scanner.versiondata.schemes import SCHEMES, VersionParseError, VersionScheme, scheme_for
+from scanner.yamlio import load_yaml, validate_model
+
+SCHEMA_VERSION = 1
+_PACKAGE_DATA = Path(__file__).resolve().parent / "data" / "versions.yaml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _date(value: Any) -> Any:
+    return dt.date.fromisoformat(value) if isinstance(value, str) else value
+
+
+class Source(_Strict):
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    url: str
+    retrieved: dt.date = Field(description="When the source was read.")
+    note: str = ""
+
+    _d = field_validator("retrieved", mode="before")(_date)
+
+
+class Cycle(_Strict):
+    cycle: str
+    released: dt.date | None = None
+    eol: dt.date | bool | None = Field(
+        None, description="End of security support: a date, true (ended, date unknown), false/null (none announced)."
+    )
+    latest: str | None = Field(None, description="Newest release of the cycle as of the product's `as_of` date.")
+    latest_date: dt.date | None = None
+    aliases: list[str] = Field(default_factory=list, description="Other names/build prefixes of this cycle.")
+
+    @field_validator("released", "latest_date", mode="before")
+    @classmethod
+    def _dates(cls, value: Any) -> Any:
+        return _date(value)
+
+    @field_validator("eol", mode="before")
+    @classmethod
+    def _eol(cls, value: Any) -> Any:
+        return _date(value)
+
+    def eol_date(self) -> dt.date | None:
+        return self.eol if isinstance(self.eol, dt.date) else None
+
+    def ended(self, today: dt.date) -> bool | None:
+        """True if support has ended by `today`; False if not; None if unknown."""
+        if self.eol is True:
+            return True
+        if isinstance(self.eol, dt.date):
+            return self.eol <= today
+        return False if self.eol is False else None
+
+
+class Product(_Strict):
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    name: str
+    kind: Literal["application", "os"] = "application"
+    scheme: str
+    source: str = Field(description="id of the source the cycles come from")
+    as_of: dt.date = Field(description="Newest date the source's cycle data reflects (latest releases known then).")
+    cpe: list[str] = Field(default_factory=list, description="CPE 2.2 prefixes, e.g. cpe:/a:openbsd:openssh")
+    nmap_products: list[str] = Field(default_factory=list, description="nmap -sV product names, exact")
+    banners: list[str] = Field(default_factory=list, description="regexes with a (?P<version>…) group")
+    aliases: list[str] = Field(default_factory=list, description="names an inventory may use for this product")
+    note: str = ""
+    cycles: list[Cycle] = Field(min_length=1)
+
+    _d = field_validator("as_of", mode="before")(_date)
+
+    @field_validator("scheme")
+    @classmethod
+    def _scheme(cls, value: str) -> str:
+        if value not in SCHEMES:
+            raise ValueError(f"unknown version scheme '{value}'; known: {', '.join(sorted(SCHEMES))}")
+        return value
+
+    @field_validator("banners")
+    @classmethod
+    def _banners(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            try:
+                compiled = re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"invalid banner regex {pattern!r}: {exc}") from None
+            if "version" not in compiled.groupindex:
+                raise ValueError(f"banner regex {pattern!r} needs a (?P<version>...) group")
+        return value
+
+    @model_validator(mode="after")
+    def _cycles_parse(self) -> Product:
+        scheme = scheme_for(self.scheme)
+        for c in self.cycles:
+            if c.latest is not None:
+                try:
+                    scheme.parse(c.latest)
+                except VersionParseError as exc:
+                    raise ValueError(f"cycle {c.cycle}: latest {c.latest!r}: {exc}") from None
+        return self
+
+
+class KevEntry(_Strict):
+    """A CISA KEV CVE joined to NVD cpeMatch ranges for one product of this file."""
+
+    cve: str = Field(pattern=r"^CVE-\d{4}-\d{4,}$")
+    product: str
+    name: str = ""
+    date_added: dt.date | None = None
+    versions: list[VersionRange] = Field(min_length=1)
+
+    _d = field_validator("date_added", mode="before")(_date)
+
+
+class VersionRange(_Strict):
+    exact: str | None = None
+    start_including: str | None = None
+    start_excluding: str | None = None
+    end_including: str | None = None
+    end_excluding: str | None = None
+
+
+KevEntry.model_rebuild()
+
+
+class DistroHint(_Strict):
+    """Which distribution release shipped which upstream version of a product (for banners without a marker)."""
+
+    product: str
+    version: str
+    distro: str
+    release: str
+
+
+class VersionDataFile(_Strict):
+    schema_version: int
+    data_version: str
+    generated: dt.date
+    description: str = ""
+    sources: list[Source] = Field(min_length=1)
+    products: list[Product] = Field(min_length=1)
+    distro_hints: list[DistroHint] = Field(default_factory=list)
+    kev: list[KevEntry] = Field(default_factory=list)
+
+    _d = field_validator("generated", mode="before")(_date)
+
+    @field_validator("schema_version")
+    @classmethod
+    def _schema(cls, value: int) -> int:
+        if value != SCHEMA_VERSION:
+            raise ValueError(f"schema_version {value} is not supported (this hcscan reads {SCHEMA_VERSION})")
+        return value
+
+    @model_validator(mode="after")
+    def _references(self) -> VersionDataFile:
+        sources = {s.id for s in self.sources}
+        ids: set[str] = set()
+        for p in self.products:
+            if p.source not in sources:
+                raise ValueError(f"product {p.id}: unknown source '{p.source}'")
+            if p.id in ids:
+                raise ValueError(f"duplicate product id '{p.id}'")
+            ids.add(p.id)
+        for k in self.kev:
+            if k.product not in ids:
+                raise ValueError(f"kev {k.cve}: unknown product '{k.product}'")
+        return self
+
+
+@dataclass(frozen=True)
+class VersionData:
+    """The loaded file plus indexes for lookups."""
+
+    file: VersionDataFile
+    path: Path
+
+    @cached_property
+    def products(self) -> Mapping[str, Product]:
+        return {p.id: p for p in self.file.products}
+
+    @cached_property
+    def sources(self) -> Mapping[str, Source]:
+        return {s.id: s for s in self.file.sources}
+
+    def product_by_name(self, name: str) -> Product | None:
+        """Find a product by id, display name or alias (case-insensitive), as an inventory names it."""
+        wanted = name.strip().lower()
+        for p in self.file.products:
+            if wanted == p.id or wanted == p.name.lower() or wanted in (a.lower() for a in p.aliases):
+                return p
+        return None
+
+    def scheme(self, product: Product) -> VersionScheme:
+        return scheme_for(product.scheme)
+
+    def cycle_for(self, product: Product, version: str) -> Cycle | None:
+        """The cycle `version` belongs to (by alias first, then by the scheme's prefix rule)."""
+        lowered = version.strip().lower()
+        for c in product.cycles:
+            if lowered == c.cycle.lower() or any(lowered.startswith(a.lower()) for a in c.aliases):
+                return c
+        try:
+            name = self.scheme(product).cycle_of(version, (c.cycle for c in product.cycles))
+        except VersionParseError:
+            return None
+        return next((c for c in product.cycles if c.cycle == name), None)
+
+    def info(self) -> dict[str, Any]:
+        f = self.file
+        return {
+            "schema_version": f.schema_version,
+            "data_version": f.data_version,
+            "generated": f.generated.isoformat(),
+            "path": str(self.path),
+            "products": len(f.products),
+            "kev_entries": len(f.kev),
+        }
+
+
+def packaged_data_path() -> Path:
+    """The version data shipped inside the package (works from an installed wheel)."""
+    return _PACKAGE_DATA
+
+
+def load_version_data(path: Path | None = None, *, text: str | None = None) -> VersionData:
+    """Load and validate a version-data file (default: the shipped one). Raises InputError with file:line."""
+    file = path or packaged_data_path()
+    loaded = load_yaml(file, text=text)
+    if loaded.data is None:
+        raise InputError.single("the version-data file is empty", file=file)
+    return VersionData(validate_model(VersionDataFile, loaded), file)

@@ -1,0 +1,104 @@
+"""scanner.probes.service and scanner.probes.exposure: pure parts (XML, planning, FHIR/MLLP parsing)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from scanner.probes.base import SYSTEM_LEVEL, Politeness, Target
+from scanner.probes.exposure import capability_facts, dicom_ping_facts, mllp_ack_frame, parse_mllp_reply
+from scanner.probes.nmap import NmapError
+from scanner.probes.service import parse_service_xml, plan_jobs
+
+XML = """<?xml version="1.0"?><nmaprun scanner="nmap" args="nmap -sT -sV">
+<host><status state="up"/><address addr="10.0.0.5" addrtype="ipv4"/><ports>
+<port protocol="tcp" portid="22"><state state="open" reason="syn-ack"/>
+<service name="ssh" product="OpenSSH" version="8.9p1 Ubuntu 3ubuntu0.6" extrainfo="Ubuntu Linux; protocol 2.0"
+ ostype="Linux" method="probed" conf="10"><cpe>cpe:/a:openbsd:openssh:8.9p1</cpe><cpe>cpe:/o:linux:linux_kernel</cpe></service></port>
+<port protocol="tcp" portid="80"><state state="open" reason="syn-ack"/><service name="http" product="nginx" version="1.18.0"
+ method="probed" conf="10"/><script id="http-server-header" output="nginx/1.18.0 (Ubuntu)"/></port>
+<port protocol="tcp" portid="23"><state state="closed" reason="conn-refused"/><service name="telnet" method="table" conf="3"/></port>
+</ports></host><runstats><finished exit="success"/></runstats></nmaprun>"""
+
+
+def test_service_xml_is_parsed_with_cpes_and_banner() -> None:
+    scan = parse_service_xml(XML)
+    assert scan.finished_ok
+    ssh = scan.ports[("10.0.0.5", 22)]
+    assert (ssh.product, ssh.version, ssh.method, ssh.conf) == ("OpenSSH", "8.9p1 Ubuntu 3ubuntu0.6", "probed", 10)
+    assert ssh.cpes == ("cpe:/a:openbsd:openssh:8.9p1", "cpe:/o:linux:linux_kernel")
+    assert scan.ports[("10.0.0.5", 80)].banner == "nginx/1.18.0 (Ubuntu)"
+    assert scan.ports[("10.0.0.5", 23)].state == "closed"
+
+
+def test_cut_short_xml_keeps_what_arrived_but_is_not_finished() -> None:
+    scan = parse_service_xml(XML.split("<runstats>")[0])
+    assert not scan.finished_ok and ("10.0.0.5", 22) in scan.ports
+
+
+def test_garbage_xml_is_a_tool_failure() -> None:
+    with pytest.raises(NmapError):
+        parse_service_xml("<<not xml")
+
+
+def test_entities_are_refused() -> None:
+    evil = '<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e "boom">]><nmaprun>&e;</nmaprun>'
+    with pytest.raises(NmapError):
+        parse_service_xml(evil)
+
+
+def _t(key: str, system: str, port: int, protocol: str = "ssh", fragile: bool = False) -> Target:
+    declared = {"endpoints": [{"port": 22}, {"port": 104}]}
+    return Target(key, system, "10.0.0.5" if system == "a" else "10.0.0.6", port, protocol,
+                  politeness=Politeness(timing=2 if fragile else 3, fragile=fragile), declared=declared)  # fmt: skip
+
+
+def test_fragile_system_gets_declared_ports_only_and_no_version_probes() -> None:
+    jobs = plan_jobs(
+        [_t("b/ssh", "b", 22, fragile=True), _t("b/*", "b", 0, SYSTEM_LEVEL, fragile=True)], [21, 23, 3389]
+    )
+    (job,) = jobs
+    assert job.ports == {22, 104} and not job.version_probes and job.politeness.fragile
+
+
+def test_sweep_adds_ports_but_never_version_probes_declared_ports_no_control_looks_at() -> None:
+    jobs = plan_jobs([_t("a/ssh", "a", 22), _t("a/*", "a", 0, SYSTEM_LEVEL)], [21, 23, 104])
+    (job,) = jobs
+    assert job.ports == {22, 21, 23} and job.version_probes  # 104 is declared (DICOM): not probed
+
+
+def test_capability_statement_facts() -> None:
+    doc = {
+        "resourceType": "CapabilityStatement",
+        "fhirVersion": "4.0.1",
+        "rest": [
+            {
+                "security": {"service": [{"coding": [{"code": "SMART-on-FHIR"}]}]},
+                "resource": [{"type": "Patient"}, {"type": "AuditEvent"}],
+            }
+        ],
+    }
+    facts = capability_facts(doc)
+    assert facts["fhir.smart_oauth"] and facts["fhir.audit_event_supported"]
+    assert facts["fhir.resources"] == ["AuditEvent", "Patient"]
+    assert capability_facts({"resourceType": "Patient"})["fhir.capability"] is False
+    assert capability_facts(None)["fhir.smart_oauth"] is False
+
+
+def test_mllp_frame_and_reply() -> None:
+    frame = mllp_ack_frame(dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC))
+    assert frame.startswith(b"\x0bMSH|") and frame.endswith(b"\x1c\r") and b"|ACK|" in frame
+    assert parse_mllp_reply(b"\x0bMSH|^~\\&|X\rMSA|AE|1\x1c\r") == (True, "AE")
+    assert parse_mllp_reply(b"HTTP/1.1 400") == (False, None)
+
+
+def test_dicom_ping_output() -> None:
+    facts = dicom_ping_facts(
+        {"dicom": "DICOM Service Provider discovered!", "config": "Any AET is accepted (Insecure)"}, "x"
+    )
+    assert facts["dicom.service"] and facts["dicom.any_aet_accepted"]
+    checked = dicom_ping_facts(
+        {"dicom": "DICOM Service Provider discovered!", "config": "Called AET check enabled"}, ""
+    )
+    assert checked["dicom.any_aet_accepted"] is False

@@ -1,0 +1,199 @@
+"""Availability end to end: a loopback server goes down and up on a known schedule while rounds are sampled at
+injected times; the stored coverage, SLA bounds, outages and control verdicts are asserted exactly."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scanner.app import load_workspace, plan_scan, run_scan
+from scanner.app_availability import availability_table, run_sample
+from scanner.availability import to_ms
+from scanner.engine import Selection
+from scanner.models import Status
+from scanner.probes.registry import fact_names, make_probes, probe_protocols
+from scanner.store.availability import heartbeat, window_stats
+from scanner.store.db import open_store
+from tests.helpers import make_workspace
+
+T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+MINUTE = timedelta(minutes=1)
+
+
+class SwitchableServer:
+    """A TCP listener on 127.0.0.1 that can be taken down (port closed: refused) and brought back on the same port."""
+
+    def __init__(self) -> None:
+        self._sock: socket.socket | None = None
+        self.port = 0
+        self.up()
+
+    def up(self) -> None:
+        if self._sock is not None:
+            return
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", self.port))
+        sock.listen(64)
+        self.port = sock.getsockname()[1]
+        self._sock = sock
+        threading.Thread(target=self._accept, args=(sock,), daemon=True).start()
+
+    def _accept(self, sock: socket.socket) -> None:
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                return
+            conn.close()
+
+    def down(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            # shutdown wakes the thread blocked in accept(); close alone would leave the port listening
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def set(self, up: bool) -> None:
+        self.up() if up else self.down()
+
+
+@pytest.fixture
+def server() -> Iterator[SwitchableServer]:
+    s = SwitchableServer()
+    yield s
+    s.down()
+
+
+def _workspace(tmp_path: Path, port: int, **availability: Any) -> Any:
+    ep_a = {"id": "a", "host": "127.0.0.1", "port": port, "protocol": "mllp"}
+    ep_b = {"id": "b", "host": "127.0.0.2", "port": port, "protocol": "mllp"}
+    system = {
+        "id": "lis",
+        "name": "Lab system",
+        "owner": "Lab IT",
+        "criticality": "critical",
+        "endpoints": [ep_a, ep_b],
+        "availability": {
+            "latency_budget_ms": 1000,
+            "instances": [{"endpoint": "a", "site": "north"}, {"endpoint": "b", "site": "south"}],
+            **availability,
+        },
+    }
+    config = make_workspace(
+        tmp_path,
+        [system],
+        extra_config={
+            "availability": {"interval_s": 60, "timeout_s": 1, "retry_delay_s": 0.02, "window": "20m"},
+            "control_params": {"AVL-03": {"min_samples": 10}},
+        },
+    )
+    return load_workspace(config, fact_names())
+
+
+ONLY_A = Selection(systems=frozenset({"lis"}))
+DOWN_ROUNDS = {5, 6, 7, 12}  # rounds (minutes after T0) when the server is down
+
+
+def _take_rounds(ws: Any, server: SwitchableServer, rounds: range | list[int]) -> None:
+    for i in rounds:
+        server.set(i not in DOWN_ROUNDS)
+        run_sample(ws, ONLY_A, at=T0 + i * MINUTE, now=lambda: T0)
+
+
+def test_known_schedule_gives_exact_percentage_outages_and_coverage(tmp_path: Path, server: SwitchableServer) -> None:
+    ws = _workspace(tmp_path, server.port)
+    _take_rounds(ws, server, range(20))  # samples at T0 .. T0+19 min
+    engine = open_store(ws.config.resolved_store_url())
+    end = T0 + 20 * MINUTE
+    stats = window_stats(engine, ["lis/a", "lis/b"], T0, end)
+    a = stats["lis/a"]
+    # each sample covers the minute up to the next; the last one [19, 21) is clipped to the window end (20)
+    assert (a.up_ms, a.down_ms, a.unknown_ms, a.measured_ms) == (16 * 60_000, 4 * 60_000, 0, 20 * 60_000)
+    assert (a.lower_percent, a.upper_percent, a.coverage_percent) == (80.0, 80.0, 100.0)
+    assert a.outage_count == 2 and a.longest_outage_ms == 3 * 60_000
+    assert [(o.start, o.end, o.seconds, o.ended_by) for o in a.outages] == [
+        (T0 + 12 * MINUTE, T0 + 13 * MINUTE, 60.0, "up"),
+        (T0 + 5 * MINUTE, T0 + 8 * MINUTE, 180.0, "up"),
+    ]
+    assert a.samples == 20 and a.latency_samples == 16
+    # 127.0.0.2 has nothing listening on the port: down all the time, one ongoing outage
+    b = stats["lis/b"]
+    assert (b.up_ms, b.down_ms, b.lower_percent) == (0, 20 * 60_000, 0.0)
+    assert [(o.seconds, o.ongoing, o.ended_by) for o in b.outages] == [(1200.0, True, "ongoing")]
+
+    # a declared maintenance window over minutes 4..8 removes the first outage and 4 minutes of the window
+    maint = [(to_ms(T0 + 4 * MINUTE), to_ms(T0 + 8 * MINUTE))]
+    m = window_stats(engine, ["lis/a"], T0, end, {"lis/a": maint})["lis/a"]
+    assert (m.measured_ms, m.maintenance_ms, m.up_ms, m.down_ms) == (16 * 60_000, 4 * 60_000, 15 * 60_000, 60_000)
+    assert m.lower_percent == 93.75 and m.outage_count == 1
+    beat = heartbeat(engine, T0, end)
+    assert (beat.rounds, beat.covered_ms) == (20, 20 * 60_000)
+    engine.dispose()
+
+    # the controls judge the same figures (window 20m from config, now = T0 + 20 min)
+    plan, _ = plan_scan(ws, Selection(families=frozenset({"availability"})), probe_protocols())
+    result = run_scan(ws, plan, make_probes(), Selection(), now=lambda: end)
+    verdicts = {(r.control_id, r.endpoint_key): (r.status, r.message) for r in result.records}
+    status, message = verdicts[("AVL-01", "lis/a")]
+    assert status is Status.FAIL and "at most 80 % < target 99.9 %" in message and "2 outage(s)" in message
+    assert verdicts[("AVL-02", "lis/*")][0] is Status.FAIL
+    assert "b@south" in verdicts[("AVL-02", "lis/*")][1]
+    assert verdicts[("AVL-03", "lis/a")][0] is Status.PASS
+    assert verdicts[("AVL-03", "lis/b")][0] is Status.ERROR  # no up sample: no latency to judge
+
+
+def test_a_sampling_gap_is_unknown_and_makes_the_verdict_inconclusive(tmp_path: Path, server: SwitchableServer) -> None:
+    ws = _workspace(tmp_path, server.port)
+    # rounds 8..11 never happen (scanner down); the server stays up throughout
+    for i in [*range(8), *range(12, 20)]:
+        run_sample(ws, ONLY_A, at=T0 + i * MINUTE, now=lambda: T0)
+    end = T0 + 20 * MINUTE
+    engine = open_store(ws.config.resolved_store_url())
+    a = window_stats(engine, ["lis/a"], T0, end)["lis/a"]
+    # sample 7 covers [7, 9) (2 × interval); [9, 12) is unknown
+    assert (a.up_ms, a.down_ms, a.unknown_ms) == (17 * 60_000, 0, 3 * 60_000)
+    assert (a.lower_percent, a.upper_percent, a.coverage_percent) == (85.0, 100.0, 85.0)
+    assert a.outage_count == 0
+    beat = heartbeat(engine, T0, end)
+    assert (beat.rounds, beat.covered_ms) == (16, 17 * 60_000)
+    engine.dispose()
+    table = availability_table(ws, ONLY_A, ["1h"], now=lambda: end)
+    row = next(r for r in table.rows if r.endpoint_key == "lis/a")
+    assert row.windows[0].verdict is Status.ERROR  # 1 h window: most of it unknown
+    plan, _ = plan_scan(ws, Selection(controls=frozenset({"AVL-01"})), probe_protocols())
+    result = run_scan(ws, plan, make_probes(), Selection(), now=lambda: end)
+    rec = next(r for r in result.records if r.endpoint_key == "lis/a")
+    assert rec.status is Status.ERROR and "inconclusive: coverage 85 %" in rec.message
+
+
+def test_out_of_order_and_repeated_rounds_are_ignored(tmp_path: Path, server: SwitchableServer) -> None:
+    ws = _workspace(tmp_path, server.port)
+    run_sample(ws, ONLY_A, at=T0 + 2 * MINUTE, now=lambda: T0)
+    late = run_sample(ws, ONLY_A, at=T0 + MINUTE, now=lambda: T0)
+    assert late.n_rejected == 2 and late.n_up == 0
+    engine = open_store(ws.config.resolved_store_url())
+    a = window_stats(engine, ["lis/a"], T0, T0 + 10 * MINUTE)["lis/a"]
+    assert (a.up_ms, a.unknown_ms) == (2 * 60_000, 8 * 60_000)
+    engine.dispose()
+
+
+def test_weekly_maintenance_window_expands_in_its_time_zone() -> None:
+    from scanner.availability import MaintenanceWindow
+
+    w = MaintenanceWindow.model_validate(
+        {"days": ["mon"], "at": "09:00", "duration_min": 30, "tz": "Europe/Copenhagen"}
+    )
+    # 2026-03-02 is a Monday; 09:00 CET = 08:00 UTC
+    spans = w.intervals((to_ms(T0 - timedelta(days=1)), to_ms(T0 + timedelta(days=1))))
+    assert spans == [(to_ms(T0), to_ms(T0 + 30 * MINUTE))]
+    with pytest.raises(ValueError, match="either weekly"):
+        MaintenanceWindow.model_validate({"days": ["mon"], "start": "2026-03-02T08:00:00Z"})
