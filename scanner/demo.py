@@ -32,7 +32,7 @@ def write_demo_config(workdir: Path, ca_bundle: Path) -> Path:
         "waivers": [str(inventory / "waivers.yaml")],
         "scope": {"allowed_networks": ["127.0.0.0/8"]},
         "tls": {"use_system_store": True, "ca_bundles": [str(ca_bundle.resolve())]},
-        "politeness": {"timeout_s": 5},
+        "politeness": {"timeout_s": 10},
         "report": {"out_dir": "reports"},
     }
     path = workdir / "config.yaml"

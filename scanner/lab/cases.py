@@ -46,6 +46,9 @@ class Case:
     headers: tuple[tuple[str, str], ...] = (("Strict-Transport-Security", HSTS_ONE_YEAR),)
     status: int = 200
     location: str | None = None  # Location header (for redirects)
+    # A real product's Server header, so nmap -sV identifies it at once (an unknown server makes nmap try
+    # every probe, each with its own wait) and the patching controls have something real to judge.
+    server: str = "nginx/1.28.2"
 
     @property
     def server_name(self) -> str:
@@ -66,6 +69,7 @@ CASES: tuple[Case, ...] = (
         min_version="TLSv1",
         max_version="TLSv1_2",
         ciphers="ECDHE+AESGCM:ECDHE+AES:@SECLEVEL=0",
+        server="Apache/2.2.15 (CentOS)",
     ),
     _https(
         "tls10_only",
@@ -74,6 +78,7 @@ CASES: tuple[Case, ...] = (
         min_version="TLSv1",
         max_version="TLSv1",
         ciphers="ECDHE+AES:@SECLEVEL=0",
+        server="Microsoft-IIS/7.5",
     ),
     _https(
         "weak_ciphers",
@@ -142,7 +147,7 @@ CASES: tuple[Case, ...] = (
         cert=CertSpec(signature_hash="sha1"),
         ciphers="ECDHE+AESGCM:@SECLEVEL=0",
     ),
-    _https("no_hsts", "PPPPPPF", "no Strict-Transport-Security header", headers=()),
+    _https("no_hsts", "PPPPPPF", "no Strict-Transport-Security header", headers=(), server="nginx/1.18.0"),
     _https(
         "short_hsts",
         "PPPPPPF",

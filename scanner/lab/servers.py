@@ -86,7 +86,7 @@ def _response(case: Case, head: bytes | None) -> bytes:
     lines = [
         f"HTTP/1.1 {status} {HTTPStatus(status).phrase}",
         f"Date: {formatdate(usegmt=True)}",
-        "Server: hcscan-lab",
+        f"Server: {case.server}",
         "Content-Type: text/plain; charset=utf-8",
         f"Content-Length: {len(body)}",
         "Connection: close",

@@ -148,7 +148,7 @@ def test_good_verifies_with_lab_ca(lab: Lab, name: str) -> None:
     assert version == "TLSv1.3"
     assert response.startswith(b"HTTP/1.1 200 ")
     assert header(response, "Strict-Transport-Security") == "max-age=31536000"
-    assert header(response, "Server") == "hcscan-lab"
+    assert header(response, "Server") == "nginx/1.28.2"
     assert header(response, "Date")
     verify_with_cryptography(lab, ep)  # the strict X.509 verifier accepts the lab PKI
 

@@ -57,7 +57,7 @@ def test_good_has_one_year_hsts(lab: Lab) -> None:
     assert f["http.hsts.present"] is True
     assert f["http.hsts.max_age"] == 31536000
     assert f["http.hsts.include_subdomains"] is False
-    assert f["http.server"] == "hcscan-lab"
+    assert f["http.server"] == "nginx/1.28.2"
     assert f["http.redirects_to_https"] is False and f["http.location"] is None
     assert isinstance(f["http.date"], str)
     assert abs(f["http.clock_skew_seconds"]) < 5
