@@ -47,6 +47,7 @@ class EndpointProtocol(StrEnum):
     SYSLOG_TLS = "syslog-tls"
     LDAP = "ldap"
     LDAPS = "ldaps"
+    NTP = "ntp"  # NTP/SNTP over UDP (clock synchronisation, LOG-05-NTP)
     OTHER = "other"
 
 

@@ -22,10 +22,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from scanner.checks.versions import Version
+from scanner.saferegex import MAX_PATTERN_LENGTH, MAX_SUBJECT_LENGTH, SafePattern, UnsafePatternError, compile_safe
 
 PathKey = tuple[str | int, ...]
-MAX_REGEX_LENGTH = 500
-MAX_MATCH_INPUT = 10_000  # longest string a `matches` looks at: bounds the cost of an admin's regex
+MAX_REGEX_LENGTH = MAX_PATTERN_LENGTH
+MAX_MATCH_INPUT = MAX_SUBJECT_LENGTH  # longest string a `matches` looks at
 
 
 class AssertionSyntaxError(Exception):
@@ -146,10 +147,10 @@ def _ordered(op: str, cmp: Callable[[Any, Any], bool]) -> Callable[[Any, Any], b
     return check
 
 
-def _matches(value: Any, pattern: re.Pattern[str]) -> bool:
+def _matches(value: Any, pattern: SafePattern) -> bool:
     if not isinstance(value, str):
         raise AssertionRuntimeError(f"'matches' needs a string, got {_fmt(value)}")
-    return pattern.search(value[:MAX_MATCH_INPUT]) is not None
+    return pattern.search(value) is not None  # RE2: linear time, subject truncated to MAX_MATCH_INPUT
 
 
 @dataclass(frozen=True)
@@ -274,11 +275,11 @@ class Leaf(Node):
         operand = self._operand(ctx)
         raw = ctx.facts.get(self.fact)
         label = self.fact if self.transform is None else f"{self.fact} ({self.transform})"
-        shown_operand = operand.pattern if isinstance(operand, re.Pattern) else operand
+        shown_operand = operand.pattern if isinstance(operand, SafePattern) else operand
         if self.op == "exists":
             ok = operator.check(raw, operand)
             state = "known" if raw is not None else "unknown"
-            return Outcome(ok, (f"{label} is {state}",))
+            return Outcome(ok, (self.explain if self.explain and not ok else f"{label} is {state}",))
         if raw is None:
             # Fail closed: an unknown fact never satisfies a comparison.
             return Outcome(False, (self.explain or f"{label} is unknown; {operator.words} {_fmt(shown_operand)}",))
@@ -398,10 +399,10 @@ def _compile_operand(op: str, raw: Any, params: Mapping[str, Any] | None, path: 
                 path, f"'{op}' needs a regular expression of at most {MAX_REGEX_LENGTH} characters"
             )
         try:
-            return re.compile(raw)
-        except re.error as exc:
+            return compile_safe(raw)  # RE2, so an admin's catastrophic pattern cannot hang a run
+        except UnsafePatternError as exc:
             raise AssertionSyntaxError(
-                path, f"invalid regular expression: {exc}", "test it with Python's re module"
+                path, f"invalid regular expression: {exc}", "RE2 syntax: no backreferences or look-around"
             ) from None
     return raw
 

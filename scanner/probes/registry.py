@@ -10,6 +10,7 @@ from scanner.probes.availability import SLA_FACTS, SLA_KIND, SLA_PROTOCOLS
 from scanner.probes.base import FactSpec, Probe
 from scanner.probes.exposure import DicomProbe, FhirProbe, MllpProbe
 from scanner.probes.http import HttpProbe
+from scanner.probes.ntp import NtpProbe
 from scanner.probes.service import ServiceProbe, ServiceSettings
 from scanner.probes.tls import TlsProbe
 
@@ -22,6 +23,7 @@ PROBE_CLASSES: dict[str, type[Probe]] = {
     DicomProbe.kind: DicomProbe,
     MllpProbe.kind: MllpProbe,
     FhirProbe.kind: FhirProbe,
+    NtpProbe.kind: NtpProbe,
 }
 
 # Kinds whose facts come from the store, not the network (`sla`: SLA figures from stored availability samples).
