@@ -54,6 +54,9 @@ class EvalContext:
 class Outcome:
     ok: bool
     reasons: tuple[str, ...]  # why it failed (for a fail) or what held (for a pass)
+    # The result rests on a fact that is unknown: neither true nor false. `not` and `any` keep it unknown
+    # (so "not (unknown)" can never become a pass), and the verdict is `error` (could not assess).
+    unknown: bool = False
 
 
 @dataclass(frozen=True)
@@ -237,7 +240,8 @@ class AnyNode(Node):
         for r in results:
             if r.ok:
                 return r
-        return Outcome(False, (" or ".join("; ".join(r.reasons) for r in results),))
+        unknown = any(r.unknown for r in results)
+        return Outcome(False, (" or ".join("; ".join(r.reasons) for r in results),), unknown)
 
     def fact_names(self) -> set[str]:
         return set().union(*(c.fact_names() for c in self.children))
@@ -249,6 +253,8 @@ class NotNode(Node):
 
     def evaluate(self, ctx: EvalContext) -> Outcome:
         r = self.child.evaluate(ctx)
+        if r.unknown:
+            return r
         return Outcome(not r.ok, tuple(f"not ({reason})" for reason in r.reasons))
 
     def fact_names(self) -> set[str]:
@@ -282,7 +288,9 @@ class Leaf(Node):
             return Outcome(ok, (self.explain if self.explain and not ok else f"{label} is {state}",))
         if raw is None:
             # Fail closed: an unknown fact never satisfies a comparison.
-            return Outcome(False, (self.explain or f"{label} is unknown; {operator.words} {_fmt(shown_operand)}",))
+            return Outcome(
+                False, (self.explain or f"{label} is unknown; {operator.words} {_fmt(shown_operand)}",), unknown=True
+            )
         value = TRANSFORMS[self.transform](raw, ctx.now) if self.transform else raw
         try:
             ok = operator.check(value, operand)

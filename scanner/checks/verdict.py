@@ -65,6 +65,8 @@ def judge(rule: Rule, facts: Mapping[str, Any], params: Mapping[str, Any], now: 
     try:
         if rule.when is not None:
             applies = rule.when.evaluate(ctx)
+            if applies.unknown:  # not knowing whether a control applies is not "does not apply"
+                return Verdict(Status.ERROR, "could not assess: " + "; ".join(applies.reasons), evidence)
             if not applies.ok:
                 return Verdict(Status.NOT_APPLICABLE, "not applicable: " + "; ".join(applies.reasons), evidence)
         if rule.check_type is not None:
@@ -81,6 +83,8 @@ def judge(rule: Rule, facts: Mapping[str, Any], params: Mapping[str, Any], now: 
             assert rule.assertion is not None
             outcome = rule.assertion.evaluate(ctx)
             ok, reasons = outcome.ok, outcome.reasons
+            if outcome.unknown:
+                return Verdict(Status.ERROR, "could not assess: " + "; ".join(reasons), evidence)
     except AssertionRuntimeError as exc:
         return Verdict(Status.ERROR, f"could not assess: {exc}", evidence)
     template = rule.pass_message if ok else rule.fail_message

@@ -162,3 +162,28 @@ def test_all_names_the_first_failure_and_explain_replaces_the_reason() -> None:
     assert out == type(out)(False, ("no TLS offered",))
     with pytest.raises(AssertionSyntaxError):
         compile_assertion({"fact": "tls.offered", "equals": True, "explain": ["not", "text"]})
+
+
+def test_unknown_stays_unknown_through_not_and_any() -> None:
+    """'not (unknown)' must never become a pass; the verdict is could-not-assess."""
+    from scanner.checks.verdict import Rule, judge
+    from scanner.models import Status
+
+    negated = compile_assertion({"not": {"fact": "tls.missing", "any_of": ["TLSv1.0"]}})
+    out = negated.evaluate(EvalContext(FACTS, {}, NOW))
+    assert not out.ok and out.unknown
+    either = compile_assertion({"any": [{"fact": "tls.missing", "gte": 1}, {"fact": "tls.offered", "equals": False}]})
+    assert either.evaluate(EvalContext(FACTS, {}, NOW)).unknown
+    assert judge(Rule(negated, None, None, None, None), FACTS, {}, NOW).status is Status.ERROR
+    when_unknown = Rule(
+        compile_assertion({"fact": "tls.offered", "equals": True}),
+        None,
+        compile_assertion({"fact": "tls.missing", "equals": True}),
+        None,
+        None,
+    )
+    verdict = judge(when_unknown, FACTS, {}, NOW)
+    assert verdict.status is Status.ERROR and "tls.missing is unknown" in verdict.message
+    absent_is_a_failure = compile_assertion({"fact": "tls.missing", "exists": True, "explain": "no such thing"})
+    out = absent_is_a_failure.evaluate(EvalContext(FACTS, {}, NOW))
+    assert (out.ok, out.unknown, out.reasons) == (False, False, ("no such thing",))
