@@ -125,6 +125,23 @@ def load_yaml(file: Path, *, text: str | None = None) -> LoadedYaml:
             raise InputError.single(f"cannot read file: {exc.strerror}", file=file) from None
     out = LoadedYaml(file=file, data=None)
     try:
+        # Anchors and aliases are refused before composing: a self-referencing alias would recurse forever and
+        # nested aliases ("billion laughs") would exhaust memory; hand-written inventories do not need them.
+        for token in yaml.scan(text, Loader=yaml.SafeLoader):
+            if isinstance(token, yaml.AliasToken | yaml.AnchorToken):
+                kind = "alias" if isinstance(token, yaml.AliasToken) else "anchor"
+                mark = token.start_mark
+                raise InputError(
+                    [
+                        Problem(
+                            file,
+                            mark.line + 1,
+                            mark.column + 1,
+                            f"YAML {kind}s ({'*' if kind == 'alias' else '&'}{token.value}) are not supported",
+                            "write the value out where it is used",
+                        )
+                    ]
+                )
         nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark

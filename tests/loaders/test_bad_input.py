@@ -192,3 +192,10 @@ def test_waiver_longer_than_a_year_refused(ws: Path) -> None:
     cfg = ws / "config.yaml"
     cfg.write_text(cfg.read_text() + "waivers: [waivers.yaml]\n")
     assert_refused(ws, "waivers.yaml:", "at most 366 days")
+
+
+def test_yaml_aliases_are_refused_not_expanded(ws: Path) -> None:
+    """A self-referencing alias would recurse forever; nested ones would exhaust memory."""
+    inv = ws / "inventory" / "testregion.yaml"
+    inv.write_text(inv.read_text() + "x: &loop [*loop]\n", encoding="utf-8")
+    assert_refused(ws, "testregion.yaml:", "YAML anchors (&loop) are not supported", command="validate")
