@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
+from scanner.yamlio import dump_yaml
 
 BUDGET_MB = 150.0
 
@@ -50,7 +50,7 @@ def write_workspace(root: Path) -> Path:
         ],
     }
     (root / "inventory").mkdir(parents=True)
-    (root / "inventory" / "bench.yaml").write_text(yaml.safe_dump(inventory), encoding="utf-8")
+    (root / "inventory" / "bench.yaml").write_text(dump_yaml(inventory), encoding="utf-8")
     config = {
         "store_url": "sqlite:///hcscan.db",
         "inventory": ["inventory"],
@@ -64,7 +64,7 @@ def write_workspace(root: Path) -> Path:
         ],
     }
     path = root / "config.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    path.write_text(dump_yaml(config), encoding="utf-8")
     return path
 
 

@@ -40,9 +40,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import defusedxml.ElementTree as SafeET
-import yaml
 
 from scanner.lab import Lab, LabEndpoint
+from scanner.yamlio import dump_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 SSLYZE_PYTHON = ROOT / ".bench" / "sslyze-venv" / "bin" / "python"
@@ -164,7 +164,7 @@ def write_workspace(workdir: Path, endpoints: Sequence[LabEndpoint], ca_bundle: 
             for i, ep in enumerate(endpoints)
         ],
     }
-    (inv_dir / "bench.yaml").write_text(yaml.safe_dump(inventory, sort_keys=False), encoding="utf-8")
+    (inv_dir / "bench.yaml").write_text(dump_yaml(inventory), encoding="utf-8")
     config = {
         "store_url": f"sqlite:///{store_name}",
         "inventory": [str(inv_dir)],
@@ -173,7 +173,7 @@ def write_workspace(workdir: Path, endpoints: Sequence[LabEndpoint], ca_bundle: 
         "tls": {"use_system_store": True, "ca_bundles": [str(ca_bundle.resolve())]},
     }
     path = workdir / f"config-{Path(store_name).stem}.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    path.write_text(dump_yaml(config), encoding="utf-8")
     return path
 
 

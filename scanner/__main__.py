@@ -1,5 +1,5 @@
 """`python -m scanner` is the `hcscan` command."""
 
-from scanner.cli import main
+from scanner.cli import entry
 
-main()
+entry()

@@ -426,7 +426,13 @@ class Agent:
         with exclusive(self.engine, REPORT_LOCK, self.holder.key, self.lease) as got:
             if not got:
                 return slots.SKIPPED, "another agent is rendering the central report"
-            paths = render_reports(self.engine, self.config.resolve(self.config.report.out_dir), None)
+            paths = render_reports(
+                self.engine,
+                self.config.resolve(self.config.report.out_dir),
+                None,
+                language=self.config.report.language,
+                sla_days=self.config.report.sla_days,
+            )
         return slots.DONE, f"wrote {len(paths)} report file(s)"
 
 

@@ -96,7 +96,9 @@ def probe_context(config: Config) -> ProbeContext:
         use_system_store=config.tls.use_system_store,
         ca_bundles=tuple(config.resolve(p) for p in config.tls.ca_bundles),
     )
-    return ProbeContext(trust=trust, max_workers=config.max_workers)
+    return ProbeContext(
+        trust=trust, max_workers=config.max_workers, allowed_networks=tuple(config.scope.allowed_networks)
+    )
 
 
 def store_probes(engine: Engine, config: Config, now: Callable[[], datetime]) -> dict[str, Probe]:
@@ -136,12 +138,37 @@ def run_scan(
     """
     from scanner.store import repo
     from scanner.store.db import open_store
+    from scanner.store.retry import retry_locked
 
     engine = open_store(ws.config.resolved_store_url())
     probes = {**store_probes(engine, ws.config, now), **probes}  # a caller's own probe of a kind wins
     host = socket.gethostname()
-    repo.mark_interrupted_runs(engine, host)
-    meta = RunMeta(
+    retry_locked(lambda: repo.mark_interrupted_runs(engine, host))  # locks: another scan or the agent writes
+    meta = run_meta(ws, plan, selection, host, agent_id)
+    started = now()
+    run_id = retry_locked(lambda: repo.start_run(engine, meta, started))
+    try:
+        if on_run_started is not None:
+            on_run_started(run_id)
+        facts = gather_facts(plan, probes, probe_context(ws.config), progress)
+        records = judge_all(plan, facts, ws.waivers, started)
+        finished = now()
+        summary = retry_locked(lambda: repo.complete_run(engine, run_id, records, finished))
+    except KeyboardInterrupt:
+        retry_locked(lambda: repo.end_run(engine, run_id, repo.INTERRUPTED, "interrupted by the user (Ctrl-C)"))
+        raise
+    except BaseException as exc:
+        aborted = f"run aborted: {exc!r}"
+        retry_locked(lambda: repo.end_run(engine, run_id, repo.INTERRUPTED, aborted))
+        raise
+    finally:
+        engine.dispose()
+    return ScanResult(summary, records)
+
+
+def run_meta(ws: Workspace, plan: Plan, selection: Selection, host: str, agent_id: str = "") -> RunMeta:
+    """What a run is judged by (tool version, digests, control and system descriptions)."""
+    return RunMeta(
         tool_version=__version__,
         catalog_digest=ws.catalog.digest,
         inventory_digest=ws.inventory.digest,
@@ -176,20 +203,3 @@ def run_scan(
             for region, system in ws.inventory.systems.values()
         ),
     )
-    started = now()
-    run_id = repo.start_run(engine, meta, started)
-    try:
-        if on_run_started is not None:
-            on_run_started(run_id)
-        facts = gather_facts(plan, probes, probe_context(ws.config), progress)
-        records = judge_all(plan, facts, ws.waivers, started)
-        summary = repo.complete_run(engine, run_id, records, now())
-    except KeyboardInterrupt:
-        repo.end_run(engine, run_id, repo.INTERRUPTED, "interrupted by the user (Ctrl-C)")
-        raise
-    except BaseException as exc:
-        repo.end_run(engine, run_id, repo.INTERRUPTED, f"run aborted: {exc!r}")
-        raise
-    finally:
-        engine.dispose()
-    return ScanResult(summary, records)

@@ -165,7 +165,26 @@ def scan(
             f"{counts['fail']} fail, {counts['error']} could not assess, {counts['waived']} waived, "
             f"{counts['not_applicable']} not applicable ({changes})"
         )
+    _notify(ws.config)
     sys.exit(EXIT_FINDINGS if counts["fail"] or counts["error"] else EXIT_OK)
+
+
+def _notify(config: Any) -> None:
+    """Send due notices (configured webhooks / SMTP), each once; delivery problems are reported, not fatal."""
+    if not config.notifications.webhooks and config.notifications.smtp is None:
+        return
+    from scanner.notify import send_notices
+    from scanner.store.db import open_store
+
+    engine = open_store(config.resolved_store_url())
+    try:
+        report = send_notices(engine, config)
+    finally:
+        engine.dispose()
+    if report.sent:
+        err.print(f"sent {len(report.sent)} notice(s)", markup=False)
+    for problem in report.errors:
+        err.print(f"notification not delivered: {problem}", markup=False)
 
 
 @contextmanager
@@ -225,11 +244,60 @@ def report(config_path: Path | None, region: tuple[str, ...], out_dir: Path | No
         config = load_config(find_config(config_path))
     engine = open_store(config.resolved_store_url())
     try:
-        paths = render_reports(engine, out_dir or config.resolve(config.report.out_dir), list(region) or None)
+        paths = render_reports(
+            engine,
+            out_dir or config.resolve(config.report.out_dir),
+            list(region) or None,
+            language=config.report.language,
+            sla_days=config.report.sla_days,
+        )
     finally:
         engine.dispose()
     for p in paths:
         out.print(f"wrote {p}")
+
+
+@main.command()
+@config_option
+@click.option("--format", "fmt", type=click.Choice(["json", "csv", "sarif", "junit"]), required=True)
+@click.option("--region", default=None, help="only this region")
+@click.option(
+    "--out", "out_file", type=click.Path(path_type=Path, dir_okay=False), default=None, help="file (default: stdout)"
+)
+def export(config_path: Path | None, fmt: str, region: str | None, out_file: Path | None) -> None:
+    """Export the latest findings as JSON, CSV, SARIF 2.1.0 or JUnit XML (schema: docs/export.md)."""
+    from scanner.config import find_config, load_config
+    from scanner.report.exporters import EXPORTERS, ExportFormat, ExportInput
+    from scanner.store.db import open_store
+
+    with _user_errors():
+        config = load_config(find_config(config_path))
+    engine = open_store(config.resolved_store_url())
+    try:
+        data = ExportInput.from_store(engine, datetime.now(UTC), __version__, region)
+    finally:
+        engine.dispose()
+    text = EXPORTERS[ExportFormat(fmt)].export(data)
+    if out_file is None:
+        sys.stdout.write(text)
+    else:
+        out_file.parent.mkdir(parents=True, exist_ok=True)
+        out_file.write_text(text, encoding="utf-8", newline="")
+        err.print(f"wrote {len(data.findings)} finding(s) to {out_file}", markup=False)
+
+
+@main.command()
+@config_option
+def notify(config_path: Path | None) -> None:
+    """Send due notices now (regressions, new critical, SLA breaches, expiring waivers), each once."""
+    from scanner.config import find_config, load_config
+
+    with _user_errors():
+        config = load_config(find_config(config_path))
+    if not config.notifications.webhooks and config.notifications.smtp is None:
+        err.print("no notifications configured (notifications.webhooks / notifications.smtp)")
+        return
+    _notify(config)
 
 
 @main.group()
@@ -649,5 +717,13 @@ def availability(
     )
 
 
+def entry() -> None:
+    """The console entry point: a user error raised anywhere below (e.g. an unreachable store) exits 2."""
+    try:
+        main()
+    except InputError as exc:
+        _fail_input(exc)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    entry()

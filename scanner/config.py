@@ -54,7 +54,45 @@ class PolitenessConfig(Strict):
 
 class ReportConfig(Strict):
     out_dir: Path = Field(Path("out/reports"), description="Where `hcscan report` writes HTML.")
-    language: Literal["en", "da"] = "en"
+    language: Literal["en", "da"] = Field("en", description="Labels of the HTML reports: en (English) or da (dansk).")
+    sla_days: dict[str, int] = Field(
+        default_factory=lambda: {"critical": 7, "high": 30, "medium": 90, "low": 180},
+        description="Remediation deadline in days by control severity, counted from first seen; overdue leads.",
+    )
+
+    @field_validator("sla_days")
+    @classmethod
+    def _sla(cls, value: dict[str, int]) -> dict[str, int]:
+        for level, days in value.items():
+            if level not in ("critical", "high", "medium", "low"):
+                raise ValueError(f"sla_days: unknown severity '{level}' (critical, high, medium, low)")
+            if not 0 < days <= 3650:
+                raise ValueError(f"sla_days.{level}: {days} is not a number of days in 1..3650")
+        return value
+
+
+class SmtpConfig(Strict):
+    host: str = Field(description="SMTP server, e.g. smtp.region.example")
+    port: int = Field(25, ge=1, le=65535)
+    starttls: bool = Field(False, description="Upgrade with STARTTLS before sending.")
+    username_env: str | None = Field(None, description="Environment variable holding the SMTP user name.")
+    password_env: str | None = Field(None, description="Environment variable holding the SMTP password.")
+    sender: str = Field("hcscan@localhost", description="From address.")
+    to: list[str] = Field(min_length=1, description="Recipients.")
+
+
+class NotificationsConfig(Strict):
+    """Notices after each scan: regressions, new critical findings, SLA breaches, waivers about to expire.
+
+    Each notice is sent once (remembered in the store), not on every run."""
+
+    webhooks: list[str] = Field(default_factory=list, description="URLs that receive a JSON POST per batch of notices.")
+    smtp: SmtpConfig | None = Field(None, description="E-mail the same notices through this SMTP server.")
+    waiver_expiry_days: int = Field(30, ge=1, le=366, description="Warn when an active waiver expires within N days.")
+    timeout_s: float = Field(10.0, gt=0, le=120, description="Per-delivery timeout.")
+    secret_header_env: str | None = Field(
+        None, description="Environment variable whose value is sent as the X-Hcscan-Token header to webhooks."
+    )
 
 
 class AvailabilityConfig(Strict):
@@ -107,6 +145,9 @@ class Config(Strict):
     agent: AgentConfig = Field(default_factory=AgentConfig, description="The scheduled agent (`hcscan agent`).")
     schedules: list[ScheduleConfig] = Field(default_factory=list, description="Jobs `hcscan agent` runs (cron).")
     availability: AvailabilityConfig = Field(default_factory=AvailabilityConfig, description="Sampling and SLA.")
+    notifications: NotificationsConfig = Field(
+        default_factory=NotificationsConfig, description="Webhook / e-mail notices after scans (sent once each)."
+    )
 
     # Set by the loader, not by the user.
     base_dir: Path = Field(Path("."), exclude=True)

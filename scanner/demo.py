@@ -1,19 +1,35 @@
-"""The built-in demo: the loopback lab, the five-region demo inventory, one scan, the HTML report."""
+"""The built-in demo: the loopback lab, the five-region demo inventory, a scan with history, the HTML reports.
+
+History: the lab is probed once (real facts). Those facts are judged at five earlier weekly times and stored as
+runs labelled `demo_history: true` in their selection, with a documented, deterministic perturbation (some of
+today's failures were passing earlier, some of today's passes were failing earlier) so trends and changes show.
+The last run is the real scan judged now. Waivers are written with dates relative to today.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import socket
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-import yaml
-
-from scanner.app import load_workspace, plan_scan, run_scan
+from scanner.app import load_workspace, plan_scan, probe_context, run_meta, store_probes
+from scanner.engine import Selection, gather_facts, judge_all
 from scanner.lab import Lab
+from scanner.models import Status
 from scanner.probes.registry import fact_names, make_probes, probe_protocols
 from scanner.report.render import render_reports
 from scanner.resources import demo_inventory_dir
+from scanner.results import FindingRecord
+from scanner.store import repo
 from scanner.store.db import open_store
+from scanner.yamlio import dump_yaml
+
+HISTORY_WEEKS = 5
 
 
 @dataclass(frozen=True)
@@ -23,46 +39,131 @@ class DemoResult:
     exit_code: int
 
 
-def write_demo_config(workdir: Path, ca_bundle: Path) -> Path:
+def demo_waivers(today: date) -> dict[str, object]:
+    """Demo waivers dated relative to today: active, expiring soon (by tag), and one that expired last week."""
+
+    def w(control: str, days_ago: int, days_left: int, **kw: str) -> dict[str, object]:
+        return {
+            "control": control,
+            **kw,
+            "approved_on": (today - timedelta(days=days_ago)).isoformat(),
+            "expires": (today + timedelta(days=days_left)).isoformat(),
+        }
+
+    return {
+        "waivers": [
+            w(
+                "TLS-07", 60, 150, system="sd-telemedicine",
+                reason="Vendor ships HSTS max-age of one day; fixed in release 4.2 in the spring maintenance window.",
+                approved_by="CISO Region Syddanmark",
+                compensating_control="Reverse proxy redirects all plain HTTP; only reachable on the health data network.",
+            ),
+            w(
+                "AVL-02", 340, 20, tag="epj",
+                reason="Second EPJ site is being commissioned; until then one site serves all wards.",
+                approved_by="Regional CISO forum",
+                compensating_control="Tested restore from backup within 4 hours; downtime procedures on paper.",
+            ),
+            w(
+                "TLS-06", 30, 90, system="nj-dictation",
+                reason="Dictation appliance firmware cannot load a 2048-bit key before the Q2 upgrade.",
+                approved_by="CISO Region Nordjylland",
+                compensating_control="Appliance only reachable from the dictation VLAN.",
+            ),
+            w(
+                "TLS-04", 200, -3, system="hs-pacs-web",
+                reason="Certificate renewal waited on the PACS vendor's new load balancer.",
+                approved_by="CISO Region Hovedstaden",
+                compensating_control="Viewer only reachable from radiology workstations.",
+            ),
+        ]
+    }  # fmt: skip
+
+
+def write_demo_config(workdir: Path, ca_bundle: Path, today: date | None = None) -> Path:
     inventory = demo_inventory_dir()
+    waivers = workdir / "waivers.yaml"
+    waivers.write_text(
+        "# Written by `hcscan demo`: dates are relative to the day the demo ran.\n"
+        + dump_yaml(demo_waivers(today or datetime.now(UTC).date())),
+        encoding="utf-8",
+    )
     config = {
         "store_url": "sqlite:///hcscan.db",
         "inventory": [str(inventory)],
         "controls": ["builtin"],
-        "waivers": [str(inventory / "waivers.yaml")],
+        "waivers": [str(waivers.resolve())],
         "scope": {"allowed_networks": ["127.0.0.0/8"]},
         "tls": {"use_system_store": True, "ca_bundles": [str(ca_bundle.resolve())]},
         "politeness": {"timeout_s": 10},
         "report": {"out_dir": "reports"},
     }
     path = workdir / "config.yaml"
-    path.write_text("# Written by `hcscan demo`.\n" + yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    path.write_text("# Written by `hcscan demo`.\n" + dump_yaml(config), encoding="utf-8")
     return path
 
 
+def _bucket(fingerprint: str) -> int:
+    return int(hashlib.sha256(fingerprint.encode()).hexdigest()[:8], 16) % 100
+
+
+def past_records(records: list[FindingRecord], weeks_ago: int) -> list[FindingRecord]:
+    """Deterministic demo history: the further back, the more of today's fails were passing (they are new since)
+    and the more of today's passes were failing (they were fixed since)."""
+    out: list[FindingRecord] = []
+    for r in records:
+        b = _bucket(r.fingerprint)
+        if r.status is Status.FAIL and b < 6 * weeks_ago:
+            r = dataclasses.replace(r, status=Status.PASS, message=f"(demo history) {r.control_id} passed", evidence={})
+        elif r.status is Status.PASS and b < 4 * weeks_ago:
+            r = dataclasses.replace(
+                r, status=Status.FAIL, message=f"(demo history) {r.control_id} failed; fixed since", evidence={}
+            )
+        out.append(r)
+    return out
+
+
 def run_demo(workdir: Path, log: Callable[[str], None] = print) -> DemoResult:
-    """Start the lab in demo layout (127.0.10.x), scan every demo region, store, and render reports."""
+    """Start the lab in demo layout (127.0.10.x), probe every demo region once, store history + now, render."""
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
+    for stale in workdir.glob("hcscan.db*"):
+        stale.unlink()  # the demo builds its history from scratch each time
+    now = datetime.now(UTC)
     log(f"starting the loopback lab in {workdir / 'lab'} …")
     with Lab(workdir / "lab", layout="demo") as lab:
         log(f"lab up: {len(lab.endpoints)} endpoints on 127.0.10.x")
-        config_path = write_demo_config(workdir, lab.ca_bundle)
+        config_path = write_demo_config(workdir, lab.ca_bundle, now.date())
         ws = load_workspace(config_path, fact_names())
-        from scanner.engine import Selection
-
         selection = Selection()
         plan, _ = plan_scan(ws, selection, probe_protocols())
         log(f"scanning {len(plan.checks)} control checks on {sum(len(t) for t in plan.targets.values())} targets …")
-        result = run_scan(ws, plan, make_probes(), selection, progress=lambda k, n: log(f"  {k}: {n} target(s) done"))
-    counts = result.summary.counts
-    log(
-        f"run #{result.summary.run_id}: {counts.get('pass', 0)} pass, {counts.get('fail', 0)} fail, "
-        f"{counts.get('error', 0)} could not assess, {counts.get('waived', 0)} waived"
-    )
-    engine = open_store(ws.config.resolved_store_url())
+        engine = open_store(ws.config.resolved_store_url())
+        probes = {**store_probes(engine, ws.config, lambda: now), **make_probes(ws.config)}
+        facts = gather_facts(plan, probes, probe_context(ws.config), lambda k, n: log(f"  {k}: {n} target(s) done"))
     try:
-        paths = render_reports(engine, ws.config.resolve(ws.config.report.out_dir))
+        host = socket.gethostname()
+        for weeks in range(HISTORY_WEEKS, 0, -1):
+            when = now - timedelta(weeks=weeks)
+            meta = run_meta(ws, plan, selection, host)
+            meta = dataclasses.replace(meta, selection={"demo_history": True, "weeks_ago": weeks})
+            run_id = repo.start_run(engine, meta, when)
+            repo.complete_run(engine, run_id, past_records(judge_all(plan, facts, ws.waivers, when), weeks), when)
+        log(f"demo history: {HISTORY_WEEKS} earlier weekly runs judged from the same facts (labelled demo_history)")
+        run_id = repo.start_run(engine, run_meta(ws, plan, selection, host), now)
+        records = judge_all(plan, facts, ws.waivers, now)
+        summary = repo.complete_run(engine, run_id, records, datetime.now(UTC))
+        counts = Counter(r.status.value for r in records)
+        log(
+            f"run #{summary.run_id}: {counts.get('pass', 0)} pass, {counts.get('fail', 0)} fail, "
+            f"{counts.get('error', 0)} could not assess, {counts.get('waived', 0)} waived"
+        )
+        paths = render_reports(
+            engine,
+            ws.config.resolve(ws.config.report.out_dir),
+            language=ws.config.report.language,
+            sla_days=ws.config.report.sla_days,
+        )
     finally:
         engine.dispose()
     store = Path(ws.config.resolved_store_url().removeprefix("sqlite:///"))

@@ -196,13 +196,27 @@ def gather_facts(
 def _apply_waiver(verdict: Verdict, check: PlannedCheck, waivers: Waivers, now: datetime) -> Verdict:
     if verdict.status is not Status.FAIL:
         return verdict
-    waiver = waivers.find(check.control.id, check.ref.system.id, check.endpoint_id)
+    system = check.ref.system
+    waiver = waivers.find(check.control.id, system.id, check.endpoint_id, frozenset(system.tags))
     if waiver is None:
         return verdict
+    evidence = {**verdict.evidence, "waiver": waiver.as_evidence(now)}
     if waiver.active(now):
         msg = f"waived until {waiver.expires} by {waiver.approved_by}: {waiver.reason} — finding: {verdict.message}"
-        return Verdict(Status.WAIVED, msg, {**verdict.evidence, "waiver_expires": str(waiver.expires)})
-    return Verdict(Status.FAIL, f"{verdict.message} (waiver expired on {waiver.expires})", verdict.evidence)
+        return Verdict(Status.WAIVED, msg, {**evidence, "waiver_expires": str(waiver.expires)})
+    msg = f"{verdict.message} (waiver expired on {waiver.expires}: the finding counts again; it was approved by {waiver.approved_by})"
+    return Verdict(Status.FAIL, msg, evidence)
+
+
+def _clean(value: Any) -> Any:
+    """Facts come from targets: drop NUL characters (PostgreSQL text refuses them; nothing judges them)."""
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    return value
 
 
 def judge_all(
@@ -221,7 +235,12 @@ def judge_all(
         elif isinstance(outcome, ProbeError):
             verdict = could_not_assess(control.rule, outcome.message())
         else:
-            verdict = judge(control.rule, outcome.facts, control.params, now)
+            try:
+                verdict = judge(control.rule, _clean(outcome.facts), control.params, now)
+            except Exception:  # a bug in judging one check must not lose the run's other findings
+                verdict = could_not_assess(
+                    control.rule, f"internal error while judging: {traceback.format_exc(limit=3)}"
+                )
         verdict = _apply_waiver(verdict, check, waivers, now)
         records.append(
             FindingRecord(

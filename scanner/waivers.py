@@ -18,32 +18,58 @@ MAX_WAIVER_DAYS = 366
 
 
 class Waiver(Strict):
+    """An approved, time-limited acceptance of one control failing on a system, one endpoint, or every system
+    carrying a tag. An expired waiver no longer applies: the finding is `fail` again and says so."""
+
     control: str
-    system: Id
-    endpoint: str | None = Field(None, description="endpoint id; omit to cover every endpoint of the system")
+    system: Id | None = Field(None, description="system id; give either system or tag")
+    tag: str | None = Field(None, description="every system carrying this inventory tag (instead of system)")
+    endpoint: str | None = Field(None, description="endpoint id (needs system); omit to cover every endpoint")
     reason: str = Field(min_length=10)
     approved_by: str = Field(min_length=2)
     approved_on: date
-    expires: date
-    compensating_control: str = ""
+    expires: date = Field(description="required; at most 366 days after approved_on")
+    compensating_control: str = Field("", description="what reduces the risk while the control fails")
 
     @model_validator(mode="after")
     def _dates(self) -> Waiver:
+        if (self.system is None) == (self.tag is None):
+            raise ValueError("give exactly one of 'system' or 'tag'")
+        if self.endpoint is not None and self.system is None:
+            raise ValueError("'endpoint' needs 'system'")
         if self.expires < self.approved_on:
             raise ValueError("expires is before approved_on")
         if self.expires - self.approved_on > timedelta(days=MAX_WAIVER_DAYS):
             raise ValueError(f"a waiver may last at most {MAX_WAIVER_DAYS} days; renew it instead")
         return self
 
-    def covers(self, control_id: str, system_id: str, endpoint_id: str) -> bool:
-        return (
-            self.control == control_id
-            and self.system == system_id
-            and (self.endpoint is None or self.endpoint == endpoint_id)
-        )
+    def covers(self, control_id: str, system_id: str, endpoint_id: str, tags: frozenset[str] = frozenset()) -> bool:
+        if self.control != control_id:
+            return False
+        if self.tag is not None:
+            return self.tag in tags
+        return self.system == system_id and (self.endpoint is None or self.endpoint == endpoint_id)
 
     def active(self, now: datetime) -> bool:
         return now.date() <= self.expires
+
+    @property
+    def scope(self) -> str:
+        if self.tag is not None:
+            return f"tag:{self.tag}"
+        return f"{self.system}/{self.endpoint}" if self.endpoint else str(self.system)
+
+    def as_evidence(self, now: datetime) -> dict[str, str | bool]:
+        """What a report needs to show the waiver beside the finding it covers (stored with the finding)."""
+        return {
+            "scope": self.scope,
+            "reason": self.reason,
+            "approved_by": self.approved_by,
+            "approved_on": self.approved_on.isoformat(),
+            "expires": self.expires.isoformat(),
+            "compensating_control": self.compensating_control,
+            "active": self.active(now),
+        }
 
 
 class WaiverFile(Strict):
@@ -54,9 +80,11 @@ class WaiverFile(Strict):
 class Waivers:
     items: tuple[Waiver, ...] = ()
 
-    def find(self, control_id: str, system_id: str, endpoint_id: str) -> Waiver | None:
+    def find(
+        self, control_id: str, system_id: str, endpoint_id: str, tags: frozenset[str] = frozenset()
+    ) -> Waiver | None:
         """The matching waiver with the latest expiry, active or not."""
-        matches = [w for w in self.items if w.covers(control_id, system_id, endpoint_id)]
+        matches = [w for w in self.items if w.covers(control_id, system_id, endpoint_id, tags)]
         return max(matches, key=lambda w: w.expires) if matches else None
 
 
@@ -75,7 +103,7 @@ def load_waivers(
         for i, w in enumerate(doc.waivers):
             if known_controls is not None and w.control not in known_controls:
                 problems.append(loaded.problem(("waivers", i, "control"), f"unknown control '{w.control}'"))
-            if known_systems is not None and w.system not in known_systems:
+            if known_systems is not None and w.system is not None and w.system not in known_systems:
                 problems.append(loaded.problem(("waivers", i, "system"), f"unknown system '{w.system}'"))
             items.append(w)
     if problems:

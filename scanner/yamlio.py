@@ -93,6 +93,16 @@ def _at(file: Path, node: yaml.Node, message: str, hint: str = "") -> Problem:
     return Problem(file, node.start_mark.line + 1, node.start_mark.column + 1, message, hint)
 
 
+class _NoAliasDumper(yaml.SafeDumper):
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def dump_yaml(data: Any) -> str:
+    """YAML text hcscan itself can load again: safe types only, and no anchors/aliases (which load_yaml refuses)."""
+    return yaml.dump(data, Dumper=_NoAliasDumper, sort_keys=False, allow_unicode=True)
+
+
 def yaml_files(paths: Iterable[Path], setting: str) -> list[Path]:
     """The YAML files named by a config setting: files as given, folders expanded (sorted, not recursive)."""
     files: list[Path] = []

@@ -8,9 +8,16 @@ from typing import Any
 import yaml
 
 
+class _NoAliases(yaml.SafeDumper):
+    """hcscan refuses YAML anchors/aliases, so test files are written out in full."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 def write_yaml(path: Path, data: Any) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    path.write_text(yaml.dump(data, Dumper=_NoAliases, sort_keys=False), encoding="utf-8")
     return path
 
 

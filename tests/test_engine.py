@@ -156,3 +156,17 @@ def test_fragile_system_is_capped_whatever_it_declares(setup: tuple[object, ...]
     _, pump = inventory.systems["pump"]  # type: ignore[attr-defined]
     polite = politeness_for(pump, config)  # type: ignore[arg-type]
     assert (polite.timing, polite.max_concurrency, polite.fragile) == (2, 1, True)
+
+
+def test_probes_refuse_a_name_that_now_resolves_out_of_scope() -> None:
+    """Defence in depth for probes that resolve declared names themselves (log backends)."""
+    import ipaddress
+
+    from scanner.probes.base import OutOfScope, resolve_in_scope
+
+    ctx = ProbeContext(allowed_networks=(ipaddress.ip_network("127.0.0.2/32"),))
+    assert resolve_in_scope("127.0.0.2", ctx) == "127.0.0.2"
+    with pytest.raises(OutOfScope):
+        resolve_in_scope("127.0.0.1", ctx)
+    with pytest.raises(OutOfScope):
+        resolve_in_scope("localhost", ctx)  # resolves to loopback addresses other than 127.0.0.2

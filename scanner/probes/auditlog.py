@@ -10,8 +10,6 @@ that declares no audit log gets facts saying so: the controls then fail, they do
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
-import socket
 import traceback
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -23,12 +21,14 @@ from scanner.probes.base import (
     SYSTEM_LEVEL,
     FactSpec,
     JSONValue,
+    OutOfScope,
     ProbeContext,
     ProbeError,
     ProbeErrorReason,
     ProbeFacts,
     ProbeOutcome,
     Target,
+    resolve_in_scope,
 )
 from scanner.probes.logbackends.base import EVENT_FIELDS, LogBackend, LogBackendError, LogSnapshot
 from scanner.probes.logbackends.fhir_auditevent import FhirAuditEventBackend
@@ -212,14 +212,6 @@ LOGSHIP_FACTS: tuple[FactSpec, ...] = (
 )
 
 
-def _address(host: str) -> str:
-    try:
-        return str(ipaddress.ip_address(host))
-    except ValueError:
-        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
-        return str(infos[0][4][0])
-
-
 def shipping_facts(spec: ShippingSpec, ctx: ProbeContext, timeout_s: float) -> ProbeOutcome:
     """Declared transport; for an encrypted one, one TLS handshake with the collector and its certificate."""
     facts = undeclared_facts(LOGSHIP_FACTS, "logship")
@@ -236,7 +228,9 @@ def shipping_facts(spec: ShippingSpec, ctx: ProbeContext, timeout_s: float) -> P
         return ProbeFacts(facts)
     name = spec.server_name or spec.host
     try:
-        address = _address(spec.host)
+        address = resolve_in_scope(spec.host, ctx)
+    except OutOfScope as exc:
+        return ProbeError(ProbeErrorReason.UNREACHABLE, str(exc))
     except (OSError, UnicodeError) as exc:
         return ProbeError(ProbeErrorReason.UNREACHABLE, f"collector {spec.host} does not resolve ({exc})")
     outcome = tls_handshake(address, spec.port, name, timeout_s)

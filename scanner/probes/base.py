@@ -6,6 +6,8 @@ a group of endpoints) and honour per-system politeness. It never judges: checks 
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -92,6 +94,27 @@ class ProbeContext:
     trust: TrustSettings = field(default_factory=TrustSettings)
     max_workers: int = 16  # threads for per-endpoint work across all systems
     nmap_path: str | None = None  # None: find nmap on PATH
+    # scope.allowed_networks, for probes that must resolve a declared name themselves (log backends): an
+    # address outside them is never connected to. The app always sets it; empty means "not given".
+    allowed_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+
+
+class OutOfScope(ValueError):
+    """A declared name now resolves outside the allowed networks (DNS changed since validation)."""
+
+
+def resolve_in_scope(host: str, ctx: ProbeContext) -> str:
+    """The address to connect to for `host`: every address it resolves to must be in scope, else OutOfScope."""
+    try:
+        addresses = [ipaddress.ip_address(host)]
+    except ValueError:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+        addresses = sorted({ipaddress.ip_address(str(info[4][0])) for info in infos}, key=str)
+    if ctx.allowed_networks:
+        outside = [a for a in addresses if not any(a in net for net in ctx.allowed_networks)]
+        if outside:
+            raise OutOfScope(f"{host} resolves to {outside[0]}, outside the allowed networks: not connecting")
+    return str(addresses[0])
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,8 @@ import datetime as dt
 import json
 import socket
 import ssl
+import threading
+import time
 import traceback
 import warnings
 from collections.abc import Callable, Sequence
@@ -20,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
 import requests
+import urllib3
 from urllib3.exceptions import InsecureRequestWarning
 
 from scanner.probes.base import (
@@ -32,6 +35,7 @@ from scanner.probes.base import (
     ProbeOutcome,
     Target,
 )
+from scanner.probes.http import bounded_session, read_capped
 from scanner.probes.nmap import NmapArgumentError, NmapError, NseValue, parse_nmap_xml, run_nmap
 
 USER_AGENT = "hcscan/0.1 (compliance scanner; +declared-inventory-only)"
@@ -59,14 +63,29 @@ def tls_handshake(address: str, port: int, timeout_s: float, server_name: str | 
         return ProbeError(ProbeErrorReason.TIMEOUT, f"no TCP answer within {timeout_s:g}s")
     except OSError as exc:
         return ProbeError(ProbeErrorReason.UNREACHABLE, f"{type(exc).__name__}: {exc}")
+    # One overall limit: a per-read timeout never fires on a server that drips a byte a second.
+    timer = threading.Timer(timeout_s, _shutdown, (sock,))
+    timer.daemon = True
+    timer.start()
+    started = time.monotonic()
     try:
         with _lenient_context().wrap_socket(sock, server_hostname=server_name) as tls:
             tls.version()
         return True
+    except TimeoutError:
+        return ProbeError(ProbeErrorReason.TIMEOUT, f"no TLS handshake within {timeout_s:g}s (tarpit?)")
     except (ssl.SSLError, OSError):
+        if time.monotonic() - started >= timeout_s:
+            return ProbeError(ProbeErrorReason.TIMEOUT, f"no complete TLS handshake within {timeout_s:g}s")
         return False
     finally:
+        timer.cancel()
         sock.close()
+
+
+def _shutdown(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
 
 
 def _concurrently(
@@ -251,17 +270,18 @@ class MllpProbe:
         facts["mllp.ack_code"] = None
         if tls or t.politeness.fragile:
             return ProbeFacts(facts)
+        buf = b""
         try:
             with socket.create_connection((t.address, t.port), timeout=t.politeness.timeout_s) as sock:
                 sock.sendall(mllp_ack_frame(dt.datetime.now(dt.UTC)))
-                buf = b""
-                while _FS not in buf and len(buf) < 65536:
+                give_up = time.monotonic() + 2 * t.politeness.timeout_s  # a reply dripped byte by byte ends here
+                while _FS not in buf and len(buf) < 65536 and time.monotonic() < give_up:
                     chunk = sock.recv(4096)
                     if not chunk:
                         break
                     buf += chunk
         except OSError:
-            buf = b""
+            pass  # what arrived before the error is judged; nothing is `framed` without its end byte
         framed, code = parse_mllp_reply(buf)
         facts["mllp.responded"], facts["mllp.ack_code"] = framed, code
         return ProbeFacts(facts)
@@ -342,36 +362,50 @@ class FhirProbe:
     def _one(t: Target) -> ProbeOutcome:
         host = f"[{t.address}]" if ":" in t.address else t.address
         base = f"https://{host}:{t.port}"
-        session = requests.Session()
-        session.trust_env = False  # never a proxy from the environment
         headers = {"Accept": "application/fhir+json", "User-Agent": USER_AGENT}
         if t.server_name:
             headers["Host"] = t.server_name if t.port == 443 else f"{t.server_name}:{t.port}"
         timeout = (t.politeness.timeout_s, t.politeness.timeout_s)
 
-        def get(path: str) -> requests.Response:
-            # Certificates are judged by the TLS controls; this probe only needs the answers.
-            return session.get(base + path, headers=headers, timeout=timeout, allow_redirects=False, verify=False)
+        overall_s = 6 * t.politeness.timeout_s  # three requests; a byte-dripping server ends here
+        with bounded_session(None, overall_s) as (session, deadline):
 
+            def get(path: str) -> tuple[int, bytes]:
+                # Certificates are judged by the TLS controls; this probe only needs the answers. The body is
+                # read up to MAX_BODY: an endless body is cut, never buffered whole.
+                with session.get(
+                    base + path, headers=headers, timeout=timeout, allow_redirects=False, verify=False, stream=True
+                ) as response:
+                    return response.status_code, read_capped(response, MAX_BODY)
+
+            outcome = FhirProbe._ask(get, t.politeness.timeout_s)
+            if deadline.fired:
+                return ProbeError(
+                    ProbeErrorReason.TIMEOUT, f"no complete answers within {overall_s:g}s (overall limit)"
+                )
+            return outcome
+
+    @staticmethod
+    def _ask(get: Callable[[str], tuple[int, bytes]], timeout_s: float) -> ProbeOutcome:
         try:
-            meta = get("/metadata")
+            meta_status, meta_body = get("/metadata")
             try:
-                doc = json.loads(meta.content[:MAX_BODY]) if meta.status_code == 200 else None
+                doc = json.loads(meta_body) if meta_status == 200 else None
             except ValueError:
                 doc = None
-            facts: dict[str, JSONValue] = {"fhir.metadata_status": meta.status_code, **capability_facts(doc)}
-            smart = get("/.well-known/smart-configuration")
-            facts["fhir.smart_configuration_status"] = smart.status_code
+            facts: dict[str, JSONValue] = {"fhir.metadata_status": meta_status, **capability_facts(doc)}
+            smart_status, _ = get("/.well-known/smart-configuration")
+            facts["fhir.smart_configuration_status"] = smart_status
             resources = facts["fhir.resources"]
             resource = "Patient" if not resources or "Patient" in resources else str(resources[0])
             path = f"/{resource}?_summary=count"
-            search = get(path)
+            search_status, search_body = get(path)
             facts["fhir.unauth_search_path"] = path
-            facts["fhir.unauth_search_status"] = search.status_code
+            facts["fhir.unauth_search_status"] = search_status
             total = None
-            if search.status_code == 200:
+            if search_status == 200:
                 with contextlib.suppress(ValueError, AttributeError):
-                    value = json.loads(search.content[:MAX_BODY]).get("total")
+                    value = json.loads(search_body).get("total")
                     total = value if isinstance(value, int) else None
             facts["fhir.unauth_search_total"] = total
             return ProbeFacts(facts)
@@ -379,9 +413,7 @@ class FhirProbe:
             refused = "refused" in str(exc).lower()
             reason = ProbeErrorReason.REFUSED if refused else ProbeErrorReason.PROTOCOL
             return ProbeError(reason, f"{type(exc).__name__}: {exc}"[:300])
-        except requests.Timeout:
-            return ProbeError(ProbeErrorReason.TIMEOUT, f"no answer within {t.politeness.timeout_s:g}s")
-        except requests.RequestException as exc:
+        except (requests.Timeout, urllib3.exceptions.ReadTimeoutError):
+            return ProbeError(ProbeErrorReason.TIMEOUT, f"no answer within {timeout_s:g}s")
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:  # reading the body
             return ProbeError(ProbeErrorReason.PROTOCOL, f"{type(exc).__name__}: {exc}"[:300])
-        finally:
-            session.close()

@@ -183,6 +183,40 @@ class _ProbeAdapter(HTTPAdapter):
         self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
 
 
+@contextlib.contextmanager
+def bounded_session(server_name: str | None, overall_s: float) -> Iterator[tuple[requests.Session, _Deadline]]:
+    """A session (lenient TLS, SNI = server_name, no proxy) whose sockets are shut down once `overall_s` is
+    spent: per-read timeouts never fire on a server that drips one byte a second. For other probes."""
+    deadline = _Deadline()
+    timer = threading.Timer(overall_s, deadline.fire)
+    timer.daemon = True
+    session = requests.Session()
+    session.trust_env = False
+    session.mount("https://", _ProbeAdapter(server_name))
+    session.mount("http://", _ProbeAdapter(server_name))
+    _current.deadline = deadline
+    timer.start()
+    try:
+        yield session, deadline
+    finally:
+        timer.cancel()
+        _current.deadline = None
+        session.close()
+
+
+def read_capped(response: requests.Response, limit: int) -> bytes:
+    """At most `limit` bytes of a streamed response body (an endless body is cut, not buffered)."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = response.raw.read(min(16384, limit - size), decode_content=True)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
 # -- one request ----------------------------------------------------------------------------------
 
 

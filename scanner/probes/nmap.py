@@ -79,6 +79,9 @@ EXTRA_VALUED: Mapping[str, re.Pattern[str]] = {
 }
 
 
+SCRIPT_TIMEOUT_SHARE = 0.8  # of the host timeout: scripts give up first
+
+
 class NmapArgumentError(ValueError):
     """An nmap argument did not pass validation (not an IP, bad port, unknown flag ...)."""
 
@@ -231,7 +234,7 @@ def build_arguments(
     if scripts:
         args += ["--script", ",".join(validate_script(s) for s in scripts)]
         # Scripts give up before the host does, so a slow port does not cost the host's other ports.
-        args += ["--script-timeout", _seconds(timeout_s * 0.8)]
+        args += ["--script-timeout", _seconds(timeout_s * SCRIPT_TIMEOUT_SHARE)]
         rendered = validate_script_args(script_args)
         if rendered:
             args += ["--script-args", rendered]
@@ -356,7 +359,10 @@ def parse_nmap_xml(xml: str) -> NmapScan:
         if host.get("timedout") == "true":
             timed_out.add(address)
         for port in host.iter("port"):
-            portid = int(port.get("portid", "0"))
+            try:
+                portid = int(port.get("portid", "0"))
+            except ValueError:  # damaged output: this port is not reported (its target becomes `error`)
+                continue
             state_el = port.find("state")
             service_el = port.find("service")
             scripts = {

@@ -46,6 +46,7 @@ from scanner.probes.base import (
     Target,
 )
 from scanner.probes.nmap import (
+    SCRIPT_TIMEOUT_SHARE,
     NmapArgumentError,
     NmapError,
     NmapPort,
@@ -321,9 +322,9 @@ def classify_chain(chain: Sequence[x509.Certificate], trust: TrustAnchors) -> Ch
 
 def is_self_signed(cert: x509.Certificate) -> bool:
     """Issuer equals subject and the signature verifies with the certificate's own key."""
-    if cert.issuer != cert.subject:
-        return False
     try:
+        if cert.issuer != cert.subject:
+            return False
         cert.verify_directly_issued_by(cert)
     except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm):
         return False
@@ -376,7 +377,18 @@ def san_names(cert: x509.Certificate) -> tuple[list[str], list[str]] | None:
 
 
 def common_names(cert: x509.Certificate) -> list[str]:
-    return [str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    try:
+        return [str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    except ValueError:  # a subject cryptography cannot decode (e.g. a TeletexString that is not text)
+        return []
+
+
+def _name_text(cert: x509.Certificate, which: Literal["subject", "issuer"]) -> str | None:
+    """RFC 4514 text of the subject or issuer; None (unknown) when the name cannot be decoded."""
+    try:
+        return (cert.subject if which == "subject" else cert.issuer).rfc4514_string()
+    except ValueError:
+        return None
 
 
 def leaf_facts(leaf: x509.Certificate | None) -> dict[str, JSONValue]:
@@ -399,8 +411,8 @@ def leaf_facts(leaf: x509.Certificate | None) -> dict[str, JSONValue]:
     san = san_names(leaf) or ([], [])
     key_type, key_bits = key_facts(leaf)
     return {
-        "tls.leaf.subject": leaf.subject.rfc4514_string(),
-        "tls.leaf.issuer": leaf.issuer.rfc4514_string(),
+        "tls.leaf.subject": _name_text(leaf, "subject"),
+        "tls.leaf.issuer": _name_text(leaf, "issuer"),
         "tls.leaf.serial": format(leaf.serial_number, "x"),
         "tls.leaf.san_dns": san[0],
         "tls.leaf.san_ip": san[1],
@@ -862,9 +874,13 @@ class TlsProbe:
         """Run the planned nmap groups concurrently; where our handshake worked but nmap found no TLS
         (e.g. a server that insists on SNI), retry that endpoint alone with SNI."""
         out: dict[tuple[str, int], NmapPort | NmapError] = {}
+        # Endpoints whose nmap run reached the script time limit: a retry would only wait as long again
+        # (e.g. a certificate with thousands of names makes ssl-enum-ciphers take minutes).
+        out_of_time: set[tuple[str, int]] = set()
 
         def run(group: NmapGroup) -> dict[tuple[str, int], NmapPort | NmapError]:
             args = {"tls.servername": group.server_name} if group.server_name else {}
+            timeout_s = nmap_timeout_s(group.politeness, len(group.ports))
             try:
                 with _NMAP_SLOTS:
                     nmap_run = run_nmap(
@@ -873,10 +889,12 @@ class TlsProbe:
                         scripts=NMAP_SCRIPTS,
                         script_args=args,
                         politeness=group.politeness,
-                        timeout_s=nmap_timeout_s(group.politeness, len(group.ports)),
+                        timeout_s=timeout_s,
                         nmap_path=ctx.nmap_path,
                     )
                 scan = parse_nmap_xml(nmap_run.xml)
+                if nmap_run.elapsed_s >= timeout_s * SCRIPT_TIMEOUT_SHARE:
+                    out_of_time.update((h, p) for h in group.hosts for p in group.ports)
             except NmapError as exc:
                 return {(h, p): exc for h in group.hosts for p in group.ports}
             except NmapArgumentError as exc:
@@ -907,6 +925,7 @@ class TlsProbe:
             if t.server_name
             and not _is_ip(t.server_name)
             and (t.address, t.port) in spoke_tls
+            and (t.address, t.port) not in out_of_time
             and isinstance(out.get((t.address, t.port)), NmapPort)
             and "ssl-enum-ciphers" not in _scripts_of(out[(t.address, t.port)])
         ]

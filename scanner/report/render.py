@@ -13,7 +13,8 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from sqlalchemy import Engine
 
 from scanner import __version__
-from scanner.report.views import RegionPage, region_page
+from scanner.report.i18n import translator
+from scanner.report.views import RegionPage, build_trend, region_page
 from scanner.resources import templates_dir
 from scanner.store import queries
 
@@ -27,6 +28,8 @@ def _env() -> Environment:
         lstrip_blocks=True,
     )
     env.filters["dt"] = lambda d: d.strftime("%Y-%m-%d %H:%M UTC") if d else "—"
+    env.filters["day"] = lambda d: d.strftime("%Y-%m-%d") if d else "—"
+    env.filters["pct"] = lambda v: "—" if v is None else f"{v:.2f} %"
     env.filters["pretty_json"] = lambda v: json.dumps(v, indent=2, sort_keys=True, default=str, ensure_ascii=False)
     return env
 
@@ -39,19 +42,48 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def render_reports(engine: Engine, out_dir: Path, regions: list[str] | None = None) -> list[Path]:
-    """Write region-<id>.html for each region (default: all with findings) and index.html. Returns the paths."""
-    now = datetime.now(UTC)
+def render_reports(
+    engine: Engine,
+    out_dir: Path,
+    regions: list[str] | None = None,
+    language: str = "en",
+    sla_days: dict[str, int] | None = None,
+    now: datetime | None = None,
+) -> list[Path]:
+    """Write region-<id>.html for each region (default: all with findings) and index.html. Returns the paths.
+
+    Pages are rendered one region at a time so memory stays bounded by the largest region.
+    """
+    now = now or datetime.now(UTC)
     env = _env()
     wanted = regions if regions is not None else queries.regions_with_findings(engine)
-    pages: list[RegionPage] = [region_page(engine, r, now) for r in wanted]
+    common: dict[str, Any] = {"version": __version__, "generated_at": now, "t": translator(language), "lang": language}
+    region_tpl = env.get_template("region.html.j2")
+    summaries: list[dict[str, Any]] = []
     written: list[Path] = []
-    common: dict[str, Any] = {"version": __version__, "generated_at": now}
-    for page in pages:
+    for region_id in wanted:
+        page: RegionPage = region_page(engine, region_id, now, sla_days)
         path = out_dir / f"region-{page.region_id}.html"
-        _write_atomic(path, env.get_template("region.html.j2").render(page=page, **common))
+        _write_atomic(path, region_tpl.render(page=page, **common))
         written.append(path)
+        spark = build_trend(queries.region_history(engine, region_id, 12), width=120, height=28, pad=3)
+        summaries.append(
+            {
+                "region_id": page.region_id,
+                "region_name": page.region_name,
+                "score": page.score,
+                "spark": spark,
+                "crit_high_open": page.crit_high_open,
+                "systems": len(page.systems),
+                "systems_not_assessed": page.systems_not_assessed,
+                "waivers_expiring_30": page.waivers_expiring_30,
+                "overdue": len(page.overdue),
+                "formula": page.formula,
+                "latest": page.runs[0].started_at if page.runs else None,
+            }
+        )
+        del page
     index = out_dir / "index.html"
-    _write_atomic(index, env.get_template("index.html.j2").render(pages=pages, **common))
+    _write_atomic(index, env.get_template("index.html.j2").render(pages=summaries, **common))
     written.append(index)
     return written

@@ -44,3 +44,9 @@ def score(findings: Iterable[tuple[str, str, str]]) -> Score:
                 passed += w
     percent = 100.0 * passed / total if total else None
     return Score(percent, {s.value: counts[s.value] for s in Status})
+
+
+def score_from_weights(w_pass: int, w_total: int, counts: dict[str, int]) -> Score:
+    """The same score from stored per-run sums (scanner.store keeps Σ weight × passed and Σ weight × assessed)."""
+    percent = 100.0 * w_pass / w_total if w_total else None
+    return Score(percent, {s.value: int(counts.get(s.value, 0)) for s in Status})

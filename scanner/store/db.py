@@ -8,6 +8,9 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError
+
+from scanner.errors import InputError
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 _MIGRATION_LOCK_KEY = 0x68637363616E  # 'hcscan': one migration at a time on a shared PostgreSQL
@@ -74,7 +77,15 @@ def migrate(engine: Engine) -> None:
 
 
 def open_store(url: str) -> Engine:
-    engine = make_engine(url)
-    if not schema_is_current(engine):
-        migrate(engine)
+    """Open (and if needed migrate) the store; a bad or unreachable store_url is the user's error (exit 2)."""
+    try:
+        engine = make_engine(url)
+        if not schema_is_current(engine):
+            migrate(engine)
+    except (ArgumentError, OperationalError, InterfaceError) as exc:
+        shown = make_url(url).render_as_string(hide_password=True) if "://" in url else url
+        raise InputError.single(
+            f"cannot open the store at {shown}: {str(exc.orig if hasattr(exc, 'orig') and exc.orig else exc)[:300]}",
+            hint="check store_url in config.yaml (and that the database server is up and reachable)",
+        ) from None
     return engine

@@ -100,6 +100,11 @@ class FindingState(SQLModel, table=True):
     last_verified_at: datetime = _dt()  # last run that judged it, whatever the verdict
     last_run_id: int = Field(foreign_key="scan_run.id")
     times_reopened: int = 0
+    # Issue 7: the current finding row (a row is written only when the verdict changes) and its verdict digest.
+    finding_id: int | None = None
+    verdict_digest: str = ""
+    severity: str = ""
+    family: str = ""
 
 
 class ControlDef(SQLModel, table=True):
@@ -273,3 +278,35 @@ class AvlRound(SQLModel, table=True):
     n_up: int
     n_down: int
     n_unknown: int
+
+
+# -- reports (issue 7): per-run per-system aggregates for trends, and notices already sent ----------------------
+
+
+class RunSystemAgg(SQLModel, table=True):
+    """What one run judged on one system, counted and weighted (score = w_pass / w_total): trends read only this."""
+
+    __tablename__ = "run_system_agg"
+    __table_args__ = (Index("ix_run_system_agg_region_run", "region_id", "run_id"),)
+
+    run_id: int = Field(foreign_key="scan_run.id", primary_key=True)
+    system_id: str = Field(primary_key=True)
+    region_id: str
+    n_pass: int = 0
+    n_fail: int = 0
+    n_error: int = 0
+    n_waived: int = 0
+    n_not_applicable: int = 0
+    w_pass: int = 0
+    w_total: int = 0
+
+
+class NoticeSent(SQLModel, table=True):
+    """A notification already delivered (key = kind + subject), so each notice goes out once, not every run."""
+
+    __tablename__ = "notice_sent"
+
+    key: str = Field(primary_key=True)
+    kind: str
+    sent_at: datetime = _dt()
+    channels: str = ""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -12,9 +14,9 @@ from typing import Any
 from sqlalchemy import Engine, insert, select, update
 from sqlmodel import Session, col
 
-from scanner.models import Status
+from scanner.models import CRITICALITY_WEIGHT, SEVERITY_WEIGHT, Criticality, Severity, Status
 from scanner.results import FindingRecord, RunMeta, RunSummary
-from scanner.store.models import ControlDef, Finding, FindingState, ScanRun, SystemDef
+from scanner.store.models import ControlDef, Finding, FindingState, NoticeSent, RunSystemAgg, ScanRun, SystemDef
 
 RUNNING, COMPLETE, INTERRUPTED, FAILED = "running", "complete", "interrupted", "failed"
 NOT_COMPLIANT = {Status.FAIL.value, Status.ERROR.value, Status.WAIVED.value}
@@ -119,6 +121,8 @@ def _change(prev: FindingState | None, status: str) -> str:
         return "waived"
     if prev is None:
         return "new" if bad else "unchanged"
+    if prev.status == Status.WAIVED.value and status == Status.FAIL.value:
+        return "reactivated"  # the waiver expired (or was withdrawn): the finding counts again
     was_bad = prev.status in NOT_COMPLIANT
     if bad and not was_bad:
         return "regressed" if prev.resolved_at is not None or prev.first_seen_at is not None else "new"
@@ -132,10 +136,54 @@ def _chunks(items: Sequence[str], size: int = _CHUNK) -> Iterable[Sequence[str]]
         yield items[i : i + size]
 
 
+def verdict_digest(status: str, message: str, evidence: dict[str, Any]) -> str:
+    """What makes two verdicts the same: an unchanged verdict writes no new finding row, only lifecycle."""
+    blob = json.dumps([status, message, evidence], sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+def _weight(severity: str, criticality: str) -> int:
+    # The score formula itself is scanner.report.scoring; this is the same weight, stored per run for trends.
+    return SEVERITY_WEIGHT[Severity(severity)] * CRITICALITY_WEIGHT[Criticality(criticality)]
+
+
+def _system_aggregates(run_id: int, records: Sequence[FindingRecord]) -> list[dict[str, Any]]:
+    aggs: dict[str, dict[str, Any]] = {}
+    for rec in records:
+        a = aggs.setdefault(
+            rec.system_id,
+            {
+                "run_id": run_id,
+                "system_id": rec.system_id,
+                "region_id": rec.region_id,
+                "n_pass": 0,
+                "n_fail": 0,
+                "n_error": 0,
+                "n_waived": 0,
+                "n_not_applicable": 0,
+                "w_pass": 0,
+                "w_total": 0,
+            },
+        )
+        status = rec.status.value
+        a[f"n_{status}"] += 1
+        if status in (Status.PASS.value, Status.FAIL.value, Status.ERROR.value):
+            w = _weight(rec.severity, rec.criticality)
+            a["w_total"] += w
+            if status == Status.PASS.value:
+                a["w_pass"] += w
+    return list(aggs.values())
+
+
 def complete_run(
     engine: Engine, run_id: int, records: Sequence[FindingRecord], finished_at: datetime | None = None
 ) -> RunSummary:
-    """Store every finding of the run, update each fingerprint's lifecycle and mark the run complete — atomically."""
+    """Store the run's verdicts, update each fingerprint's lifecycle and mark the run complete — atomically.
+
+    A `finding` row (with its evidence) is written when a fingerprint is first judged or its verdict changes;
+    an unchanged verdict only moves `finding_state.last_verified_at` / `last_run_id`. Per-run per-system counts
+    and weights go to `run_system_agg`, so trends never re-read findings.
+    """
     when = finished_at or _now()
     counts = Counter(r.status.value for r in records)
     changes: Counter[str] = Counter()
@@ -148,30 +196,34 @@ def complete_run(
             ).scalars():
                 existing[state.fingerprint] = state
         finding_rows: list[dict[str, Any]] = []
+        digests: dict[str, str] = {}
         new_states: list[dict[str, Any]] = []
         for rec in records:
             status = rec.status.value
             prev = existing.get(rec.fingerprint)
             change = _change(prev, status)
             changes[change] += 1
-            finding_rows.append(
-                {
-                    "run_id": run_id,
-                    "fingerprint": rec.fingerprint,
-                    "control_id": rec.control_id,
-                    "family": rec.family,
-                    "severity": rec.severity,
-                    "region_id": rec.region_id,
-                    "system_id": rec.system_id,
-                    "endpoint_key": rec.endpoint_key,
-                    "criticality": rec.criticality,
-                    "status": status,
-                    "change": change,
-                    "message": rec.message,
-                    "evidence": rec.evidence,
-                    "observed_at": when,
-                }
-            )
+            digest = verdict_digest(status, rec.message, rec.evidence)
+            if prev is None or prev.verdict_digest != digest or prev.finding_id is None:
+                digests[rec.fingerprint] = digest
+                finding_rows.append(
+                    {
+                        "run_id": run_id,
+                        "fingerprint": rec.fingerprint,
+                        "control_id": rec.control_id,
+                        "family": rec.family,
+                        "severity": rec.severity,
+                        "region_id": rec.region_id,
+                        "system_id": rec.system_id,
+                        "endpoint_key": rec.endpoint_key,
+                        "criticality": rec.criticality,
+                        "status": status,
+                        "change": change,
+                        "message": rec.message,
+                        "evidence": rec.evidence,
+                        "observed_at": when,
+                    }
+                )
             bad = status in NOT_COMPLIANT
             if prev is None:
                 new_states.append(
@@ -188,12 +240,17 @@ def complete_run(
                         "last_verified_at": when,
                         "last_run_id": run_id,
                         "times_reopened": 0,
+                        "verdict_digest": digest,
+                        "severity": rec.severity,
+                        "family": rec.family,
                     }
                 )
             else:
                 prev.status = status
                 prev.last_verified_at = when
                 prev.last_run_id = run_id
+                prev.severity = rec.severity
+                prev.family = rec.family
                 if bad:
                     if prev.first_seen_at is None:
                         prev.first_seen_at = when
@@ -203,10 +260,24 @@ def complete_run(
                     prev.last_seen_at = when
                 elif change == "fixed":
                     prev.resolved_at = when
-        if finding_rows:
-            session.execute(insert(Finding), finding_rows)
         if new_states:
             session.execute(insert(FindingState), new_states)
+        if finding_rows:
+            session.flush()
+            session.execute(insert(Finding), finding_rows)
+            ids: dict[str, int] = {}
+            for chunk in _chunks([r["fingerprint"] for r in finding_rows]):
+                stmt = select(col(Finding.fingerprint), col(Finding.id)).where(
+                    col(Finding.run_id) == run_id, col(Finding.fingerprint).in_(chunk)
+                )
+                ids.update({str(fp): int(i) for fp, i in session.execute(stmt).all()})
+            session.execute(
+                update(FindingState),
+                [{"fingerprint": fp, "finding_id": ids[fp], "verdict_digest": d} for fp, d in digests.items()],
+            )
+        aggs = _system_aggregates(run_id, records)
+        if aggs:
+            session.execute(insert(RunSystemAgg), aggs)
         session.execute(
             update(ScanRun)
             .where(col(ScanRun.id) == run_id)
@@ -222,3 +293,14 @@ def complete_run(
             )
         )
     return RunSummary(run_id=run_id, status=COMPLETE, counts=dict(counts), changes=dict(changes))
+
+
+def record_notices(engine: Engine, sent: Sequence[tuple[str, str, str]], at: datetime | None = None) -> None:
+    """Remember delivered notices (key, kind, channels) so the next run does not send them again."""
+    if not sent:
+        return
+    when = at or _now()
+    with Session(engine) as session, session.begin():
+        session.execute(
+            insert(NoticeSent), [{"key": k, "kind": kind, "channels": ch, "sent_at": when} for k, kind, ch in sent]
+        )

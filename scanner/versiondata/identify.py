@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from scanner.saferegex import compile_safe
 from scanner.versiondata.model import Cycle, KevEntry, Product, VersionData, VersionRange
 from scanner.versiondata.schemes import VersionParseError, VersionScheme
 
@@ -96,9 +97,10 @@ def _banner_product(banner: str, data: VersionData) -> tuple[Product, str] | Non
     best: tuple[int, Product, str] | None = None
     for p in data.file.products:
         for pattern in p.banners:
-            m = re.search(pattern, banner)
-            if m and (best is None or m.start() < best[0]):
-                best = (m.start(), p, m.group("version"))
+            m = compile_safe(pattern).search(banner)  # validated at load; RE2 keeps a hostile banner linear
+            version = m.groups.get("version") if m else None
+            if m and version and (best is None or m.start < best[0]):
+                best = (m.start, p, version)
     return (best[1], best[2]) if best else None
 
 

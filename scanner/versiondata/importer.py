@@ -16,10 +16,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from scanner.errors import InputError
 from scanner.versiondata.model import Cycle, KevEntry, Product, VersionData, VersionRange, load_version_data
+from scanner.yamlio import dump_yaml
 
 # endoflife.date product slugs whose hcscan id differs.
 SLUG_ALIASES: Mapping[str, str] = {
@@ -213,9 +212,7 @@ def import_data(
     data["products"] = list(products.values())
     data["generated"] = today.isoformat()
     data["data_version"] = today.strftime("%Y.%m.%d")
-    text = "# hcscan version data, written by `hcscan data import`.\n" + yaml.safe_dump(
-        data, sort_keys=False, allow_unicode=True
-    )
+    text = "# hcscan version data, written by `hcscan data import`.\n" + dump_yaml(data)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=".versions-", suffix=".yaml", dir=out.parent)
     tmp = Path(tmp_name)

@@ -6,7 +6,6 @@ Loaded with `scanner.yamlio`, so a bad file names file:line. Pure data plus look
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -16,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from scanner.errors import InputError
+from scanner.saferegex import UnsafePatternError, compile_safe
 from scanner.versiondata.schemes import SCHEMES, VersionParseError, VersionScheme, scheme_for
 from scanner.yamlio import load_yaml, validate_model
 
@@ -100,10 +100,10 @@ class Product(_Strict):
     def _banners(cls, value: list[str]) -> list[str]:
         for pattern in value:
             try:
-                compiled = re.compile(pattern)
-            except re.error as exc:
+                compiled = compile_safe(pattern)  # RE2: banners come from targets, the pattern must stay linear
+            except UnsafePatternError as exc:
                 raise ValueError(f"invalid banner regex {pattern!r}: {exc}") from None
-            if "version" not in compiled.groupindex:
+            if "version" not in compiled.group_names:
                 raise ValueError(f"banner regex {pattern!r} needs a (?P<version>...) group")
         return value
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import socket
 import ssl
 import time
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from scanner.probes.base import ProbeContext, ProbeErrorReason
+from scanner.probes.base import OutOfScope, ProbeContext, ProbeErrorReason, resolve_in_scope
 from scanner.probes.logbackends.base import LogBackendError
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
@@ -62,6 +63,30 @@ def tls_context(ctx: ProbeContext, verify: bool) -> ssl.SSLContext:
     return context
 
 
+class _PinnedHTTPConnection(http.client.HTTPConnection):
+    """Connects to a fixed address; `host` stays the declared name (Host header)."""
+
+    def __init__(self, address: str, host: str, port: int | None, *, timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self._address = address
+
+    def connect(self) -> None:
+        self.sock = socket.create_connection((self._address, self.port), self.timeout)
+
+
+class _PinnedHTTPSConnection(http.client.HTTPSConnection):
+    """Connects to a fixed address; `host` stays the declared name (SNI, certificate check, Host header)."""
+
+    def __init__(self, address: str, host: str, port: int | None, *, timeout: float, context: ssl.SSLContext) -> None:
+        super().__init__(host, port, timeout=timeout, context=context)
+        self._address = address
+        self._tls = context
+
+    def connect(self) -> None:
+        raw = socket.create_connection((self._address, self.port), self.timeout)
+        self.sock = self._tls.wrap_socket(raw, server_hostname=self.host)
+
+
 def request_json(
     url: str,
     *,
@@ -92,11 +117,19 @@ def request_json(
     if token is not None:
         headers["Authorization"] = f"{auth_scheme} {token}"
     deadline = time.monotonic() + 2 * timeout_s
+    try:
+        # Resolved once here and pinned: the connection goes to an address checked against the allowed
+        # networks, while the name is still used for SNI, certificate matching and the Host header.
+        address = resolve_in_scope(host, ctx)
+    except OutOfScope as exc:
+        raise LogBackendError(ProbeErrorReason.UNREACHABLE, f"{shown}: {exc}") from None
+    except (OSError, UnicodeError) as exc:
+        raise LogBackendError(ProbeErrorReason.UNREACHABLE, f"{shown}: {host} does not resolve ({exc})") from None
     conn: http.client.HTTPConnection
     if parts.scheme == "https":
-        conn = http.client.HTTPSConnection(host, parts.port, timeout=timeout_s, context=tls_context(ctx, verify))
+        conn = _PinnedHTTPSConnection(address, host, parts.port, timeout=timeout_s, context=tls_context(ctx, verify))
     else:
-        conn = http.client.HTTPConnection(host, parts.port, timeout=timeout_s)
+        conn = _PinnedHTTPConnection(address, host, parts.port, timeout=timeout_s)
     try:
         conn.request(method, target, body=payload, headers=headers)
         response = conn.getresponse()
