@@ -72,6 +72,11 @@ def _ended(eol: Any, today: dt.date) -> bool | None:
     return None if d is None else d <= today
 
 
+def _eol_unreadable(eol: Any) -> bool:
+    """An end-of-life value that is neither 'not announced' (null), a boolean nor a date: never read as supported."""
+    return eol is not None and not isinstance(eol, bool) and _date(eol) is None
+
+
 def _label(facts: Mapping[str, Any]) -> str:
     return f"{facts.get('patch.product_name')} {facts.get('patch.version')}"
 
@@ -110,6 +115,8 @@ def lifecycle(facts: Mapping[str, Any], params: Mapping[str, Any], now: datetime
             False, (f"{distro} {release} ended security support on {facts.get('patch.distro_eol')} ({label}) {note}",)
         )
     cycle, eol = facts.get("patch.cycle"), facts.get("patch.cycle_eol")
+    if _eol_unreadable(eol):
+        return _error(f"{label}: the end-of-life date of cycle {cycle} is unreadable ({eol!r}) {note}")
     ended = _ended(eol, today)
     if ended:
         if facts.get("patch.evidence") != "distribution_banner":
@@ -204,10 +211,19 @@ def declared_software(facts: Mapping[str, Any], params: Mapping[str, Any], now: 
             unknown.append(str(item["unknown_reason"]))
             continue
         eol = item.get("cycle_eol")
+        if _eol_unreadable(eol):
+            unknown.append(f"{label}: end-of-life date unreadable ({eol!r})")
+            continue
         if _ended(eol, today):
             problems.append(f"{label} reached end of life on {eol}")
             continue
         behind, latest_date = item.get("behind_latest"), _date(item.get("cycle_latest_date"))
+        if behind is None:  # not knowing whether it is behind is not "patched"
+            unknown.append(f"{label}: whether it is behind the newest release of its cycle is unknown")
+            continue
+        if behind and latest_date is None:
+            problems.append(f"{label} is behind {item.get('cycle_latest')}, whose release date is unknown")
+            continue
         if behind and latest_date is not None and (today - latest_date).days > max_lag:
             problems.append(
                 f"{label} is behind {item.get('cycle_latest')} (released {latest_date}, "
