@@ -412,6 +412,13 @@ class ServiceProbe:
         if target.protocol == SYSTEM_LEVEL:
             if not scan.finished_ok:
                 return ProbeError(ProbeErrorReason.TOOL_FAILED, scan.error_message or "nmap did not finish")
+            # nmap runs with -Pn: a host that is down shows every port "filtered" and would look clean. Only a
+            # host that answered on some port (open, or closed with a reset) has had its ports ruled out.
+            if not host_answered(scan, target.address):
+                return ProbeError(
+                    ProbeErrorReason.UNREACHABLE,
+                    f"no port of {target.address} answered (all filtered or silent): undeclared ports cannot be ruled out",
+                )
             facts = system_facts(target, scan, swept, not job.version_probes, self.settings, run)
             return ProbeFacts(facts)
         info = scan.ports.get((target.address, target.port))
@@ -423,6 +430,11 @@ class ServiceProbe:
         if info.state != "open":
             return ProbeError(ProbeErrorReason.TIMEOUT, f"port {target.port} is {info.state} ({info.reason})")
         return ProbeFacts(endpoint_facts(info, self.settings.version_data, run, job.version_probes, target.declared))
+
+
+def host_answered(scan: ServiceScan, address: str) -> bool:
+    """Did the host answer on any port (open, or closed with a reset)? With -Pn a dead host is all 'filtered'."""
+    return any(a == address and info.state in ("open", "closed") for (a, _port), info in scan.ports.items())
 
 
 def _is_ip(text: str) -> bool:

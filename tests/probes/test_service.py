@@ -102,3 +102,11 @@ def test_dicom_ping_output() -> None:
         {"dicom": "DICOM Service Provider discovered!", "config": "Called AET check enabled"}, ""
     )
     assert checked["dicom.any_aet_accepted"] is False
+
+
+def test_a_host_that_answered_nothing_is_not_clean() -> None:
+    """nmap -Pn reports every port of a dead host as filtered: EXP-01 must not pass on that."""
+    from scanner.probes.service import ServiceScan, host_answered
+
+    silent = ServiceScan(ports={}, hosts_timed_out=frozenset(), finished_ok=True, error_message=None)
+    assert not host_answered(silent, "127.0.0.1")
