@@ -9,9 +9,9 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import CursorResult, Engine, insert, select, update
 from sqlmodel import Session, col
 
 from scanner.models import CRITICALITY_WEIGHT, SEVERITY_WEIGHT, Criticality, Severity, Status
@@ -21,6 +21,10 @@ from scanner.store.models import ControlDef, Finding, FindingState, NoticeSent, 
 RUNNING, COMPLETE, INTERRUPTED, FAILED = "running", "complete", "interrupted", "failed"
 NOT_COMPLIANT = {Status.FAIL.value, Status.ERROR.value, Status.WAIVED.value}
 _CHUNK = 500
+
+
+class RunNoLongerRunning(RuntimeError):
+    """The run was closed (interrupted) by someone else; its findings must not be stored as complete."""
 
 
 def _now() -> datetime:
@@ -109,7 +113,7 @@ def end_run(engine: Engine, run_id: int, status: str, detail: str) -> None:
     with Session(engine) as session:
         session.execute(
             update(ScanRun)
-            .where(col(ScanRun.id) == run_id)
+            .where(col(ScanRun.id) == run_id, col(ScanRun.status) == RUNNING)  # never un-complete a run
             .values(status=status, status_detail=detail[:2000], finished_at=_now())
         )
         session.commit()
@@ -278,9 +282,9 @@ def complete_run(
         aggs = _system_aggregates(run_id, records)
         if aggs:
             session.execute(insert(RunSystemAgg), aggs)
-        session.execute(
+        marked = session.execute(
             update(ScanRun)
-            .where(col(ScanRun.id) == run_id)
+            .where(col(ScanRun.id) == run_id, col(ScanRun.status) == RUNNING)
             .values(
                 status=COMPLETE,
                 finished_at=when,
@@ -292,6 +296,10 @@ def complete_run(
                 n_waived=counts[Status.WAIVED.value],
             )
         )
+        if (
+            cast(CursorResult[Any], marked).rowcount != 1
+        ):  # raising rolls the whole transaction back: nothing of this run is stored
+            raise RunNoLongerRunning(f"run {run_id} was marked interrupted by another process before it completed")
     return RunSummary(run_id=run_id, status=COMPLETE, counts=dict(counts), changes=dict(changes))
 
 

@@ -101,3 +101,16 @@ def test_opening_twice_is_idempotent(store_url: str) -> None:
         heads = set(conn.exec_driver_sql("select version_num from alembic_version").scalars())
     engine.dispose()
     assert heads == known_heads() == {"0005"}  # one linear history after the merge revision
+
+
+def test_a_run_interrupted_by_another_process_is_not_completed(store_url: str) -> None:
+    """If the run was marked interrupted meanwhile (killed agent's slot taken over), its findings are not stored."""
+    engine = open_store(store_url)
+    run_id = repo.start_run(engine, meta(), T0)
+    repo.end_run(engine, run_id, repo.INTERRUPTED, "taken over")
+    with pytest.raises(repo.RunNoLongerRunning):
+        repo.complete_run(engine, run_id, [rec(Status.PASS)], T0)
+    assert queries.count_findings(engine) == 0
+    assert queries.runs(engine)[0].status == "interrupted"
+    repo.end_run(engine, run_id, repo.INTERRUPTED, "again")  # a closed run is never reopened or overwritten
+    engine.dispose()
