@@ -20,6 +20,7 @@ from pathlib import Path
 from scanner.app import load_workspace, plan_scan, probe_context, run_meta, store_probes
 from scanner.engine import Selection, gather_facts, judge_all
 from scanner.lab import Lab
+from scanner.lab.services import ServiceLab
 from scanner.models import Status
 from scanner.probes.registry import fact_names, make_probes, probe_protocols
 from scanner.report.render import render_reports
@@ -80,7 +81,7 @@ def demo_waivers(today: date) -> dict[str, object]:
     }  # fmt: skip
 
 
-def write_demo_config(workdir: Path, ca_bundle: Path, today: date | None = None) -> Path:
+def write_demo_config(workdir: Path, ca_bundles: list[Path], today: date | None = None) -> Path:
     inventory = demo_inventory_dir()
     waivers = workdir / "waivers.yaml"
     waivers.write_text(
@@ -94,7 +95,7 @@ def write_demo_config(workdir: Path, ca_bundle: Path, today: date | None = None)
         "controls": ["builtin"],
         "waivers": [str(waivers.resolve())],
         "scope": {"allowed_networks": ["127.0.0.0/8"]},
-        "tls": {"use_system_store": True, "ca_bundles": [str(ca_bundle.resolve())]},
+        "tls": {"use_system_store": True, "ca_bundles": [str(b.resolve()) for b in ca_bundles]},
         "politeness": {"timeout_s": 10},
         "report": {"out_dir": "reports"},
     }
@@ -131,9 +132,12 @@ def run_demo(workdir: Path, log: Callable[[str], None] = print) -> DemoResult:
         stale.unlink()  # the demo builds its history from scratch each time
     now = datetime.now(UTC)
     log(f"starting the loopback lab in {workdir / 'lab'} …")
-    with Lab(workdir / "lab", layout="demo") as lab:
-        log(f"lab up: {len(lab.endpoints)} endpoints on 127.0.10.x")
-        config_path = write_demo_config(workdir, lab.ca_bundle, now.date())
+    with Lab(workdir / "lab", layout="demo") as lab, ServiceLab(workdir / "service-lab", layout="demo") as services:
+        log(
+            f"lab up: {len(lab.endpoints)} TLS/HTTP endpoints on 127.0.10.x, "
+            f"{len(services.cases)} SSH/HTTP/DICOM/MLLP/FHIR services on 127.0.20.x"
+        )
+        config_path = write_demo_config(workdir, [lab.ca_bundle, services.ca_bundle], now.date())
         ws = load_workspace(config_path, fact_names())
         selection = Selection()
         plan, _ = plan_scan(ws, selection, probe_protocols())

@@ -26,6 +26,16 @@ from scanner.lab.certs import CertSpec, LabPKI
 
 Kind = Literal["ssh", "http", "mllp", "fhir", "dicom", "dicom-tls", "telnet"]
 SERVICE_LAB_NET = "127.0.20"
+# Fixed ports per kind in the demo layout (each case has its own address, so they never collide).
+DEMO_PORTS: Mapping[str, int] = {
+    "ssh": 2222,
+    "http": 8080,
+    "mllp": 2575,
+    "fhir": 8443,
+    "dicom": 11112,
+    "dicom-tls": 2762,
+    "telnet": 2323,
+}
 CONNECTION_TIMEOUT_S = 3.0  # short: nmap probes that send no request terminator must not wait long
 
 _P, _F, _E, _N = "pass", "fail", "error", "not_applicable"
@@ -187,7 +197,7 @@ _CAPABILITY_BAD: dict[str, Any] = {
 }
 
 
-def _http_response(status: str, body: bytes, content_type: str, server: str = "hcscan-lab") -> bytes:
+def _http_response(status: str, body: bytes, content_type: str, server: str = "nginx/1.28.2") -> bytes:
     head = (
         f"HTTP/1.1 {status}\r\nServer: {server}\r\nContent-Type: {content_type}\r\n"
         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
@@ -271,8 +281,14 @@ def _serve_fhir(conn: socket.socket, case: ServiceCase) -> None:
 class ServiceLab:
     """Start every service case on its own 127.0.20.N address; stop them on exit."""
 
-    def __init__(self, workdir: Path, cases: tuple[ServiceCase, ...] = SERVICE_CASES) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        cases: tuple[ServiceCase, ...] = SERVICE_CASES,
+        layout: Literal["ephemeral", "demo"] = "ephemeral",
+    ) -> None:
         self.workdir = Path(workdir)
+        self.layout = layout
         self.case_list = cases
         self.cases: dict[str, ServiceEndpoint] = {}
         self._stop = threading.Event()
@@ -332,23 +348,33 @@ class ServiceLab:
             port = self._start_dicom(case, address)
         elif case.kind == "fhir":
             ctx = self._tls_context(case.name)
-            port = self._listen(address, lambda c: _serve_fhir(c, case), ctx)
+            port = self._listen(address, lambda c: _serve_fhir(c, case), ctx, self._port("fhir"))
         elif case.kind == "ssh":
-            port = self._listen(address, lambda c: _serve_ssh(c, case))
+            port = self._listen(address, lambda c: _serve_ssh(c, case), port=self._port("ssh"))
         elif case.kind == "http":
-            port = self._listen(address, lambda c: _serve_http(c, case))
+            port = self._listen(address, lambda c: _serve_http(c, case), port=self._port("http"))
         elif case.kind == "mllp":
-            port = self._listen(address, _serve_mllp)
+            port = self._listen(address, _serve_mllp, port=self._port("mllp"))
         else:
-            port = self._listen(address, _serve_telnet)
+            port = self._listen(address, _serve_telnet, port=self._port("telnet"))
         if case.extra_telnet:
-            extras.append(self._listen(address, _serve_telnet))
+            extras.append(self._listen(address, _serve_telnet, port=self._port("telnet")))
         return ServiceEndpoint(case, address, port, case.kind, tuple(extras), server_name)
 
-    def _listen(self, address: str, handler: Callable[[socket.socket], None], ctx: ssl.SSLContext | None = None) -> int:
+    def _port(self, kind: str) -> int:
+        """0 (the OS chooses) in the ephemeral layout; the kind's fixed port in the demo layout."""
+        return DEMO_PORTS[kind] if self.layout == "demo" else 0
+
+    def _listen(
+        self,
+        address: str,
+        handler: Callable[[socket.socket], None],
+        ctx: ssl.SSLContext | None = None,
+        port: int = 0,
+    ) -> int:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((address, 0))
+        sock.bind((address, port))
         sock.listen(128)
         sock.settimeout(0.25)
         self._sockets.append(sock)
