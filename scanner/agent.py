@@ -37,6 +37,7 @@ from scanner.yamlio import load_yaml
 
 log = logging.getLogger("hcscan.agent")
 REPORT_LOCK = "central-report"
+NOTIFY_LOCK = "notifications"
 FIRE_TOLERANCE = timedelta(seconds=60)
 _MAX_SLOT_STEPS = 200_000  # bounds the walk over fire times within the grace (every second for ~2 days)
 
@@ -408,7 +409,23 @@ class Agent:
         probes = make_probes(ws.config)  # InputError (unreadable version data) fails the slot, closed
         result = run_scan(ws, plan, probes, selection, agent_id=self.holder.agent_id, on_run_started=started)
         counts = ", ".join(f"{v} {k}" for k, v in sorted(result.summary.counts.items()))
+        self._notify(ws.config)
         return slots.DONE, f"run #{result.summary.run_id}: {counts or 'no findings'}"
+
+    def _notify(self, config: Config) -> None:
+        """After a scan, send due notices (each once); one agent at a time, so two agents never send one twice."""
+        if not config.notifications.webhooks and config.notifications.smtp is None:
+            return
+        from scanner.notify import send_notices
+
+        with exclusive(self.engine, NOTIFY_LOCK, self.holder.key, self.lease) as got:
+            if not got:
+                return  # another agent is sending right now; what remains due goes out after the next run
+            report = send_notices(self.engine, config)
+        if report.sent:
+            _event("notices.sent", logging.INFO, count=len(report.sent))
+        for problem in report.errors:
+            _event("notices.failed", logging.WARNING, error=problem)
 
     def _sample(self, job: Job, region: str) -> tuple[str, str]:
         from scanner.app_availability import run_sample
