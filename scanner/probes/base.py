@@ -99,6 +99,15 @@ class ProbeContext:
     allowed_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
 
+def is_ip(text: str) -> bool:
+    """Whether `text` is an IP address (not a name)."""
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 class OutOfScope(ValueError):
     """A declared name now resolves outside the allowed networks (DNS changed since validation)."""
 

@@ -11,7 +11,6 @@ kept (with its SHA-256) as evidence. Recognising a product and its release cycle
 from __future__ import annotations
 
 import io
-import ipaddress
 import traceback
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -32,6 +31,7 @@ from scanner.probes.base import (
     ProbeFacts,
     ProbeOutcome,
     Target,
+    is_ip,
 )
 from scanner.probes.nmap import NmapArgumentError, NmapError, NmapRun, run_nmap
 from scanner.versiondata.identify import assess_declared, identification_facts, identify_service
@@ -354,7 +354,7 @@ class ServiceProbe:
     def gather(self, targets: Sequence[Target], ctx: ProbeContext) -> dict[str, ProbeOutcome]:
         results: dict[str, ProbeOutcome] = {}
         for t in targets:
-            if t.protocol != SYSTEM_LEVEL and not _is_ip(t.address):
+            if t.protocol != SYSTEM_LEVEL and not is_ip(t.address):
                 results[t.key] = ProbeError(ProbeErrorReason.UNREACHABLE, f"no address for {t.key}")
         todo = [t for t in targets if t.key not in results]
         by_key = {t.key: t for t in todo}
@@ -435,14 +435,6 @@ class ServiceProbe:
 def host_answered(scan: ServiceScan, address: str) -> bool:
     """Did the host answer on any port (open, or closed with a reset)? With -Pn a dead host is all 'filtered'."""
     return any(a == address and info.state in ("open", "closed") for (a, _port), info in scan.ports.items())
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def default_settings() -> ServiceSettings:

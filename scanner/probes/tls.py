@@ -44,6 +44,7 @@ from scanner.probes.base import (
     ProbeFacts,
     ProbeOutcome,
     Target,
+    is_ip,
 )
 from scanner.probes.nmap import (
     SCRIPT_TIMEOUT_SHARE,
@@ -183,7 +184,7 @@ def tls_handshake(address: str, port: int, server_name: str | None, timeout_s: f
         sock.setblocking(False)
         conn = SSL.Connection(_client_context(), sock)
         conn.set_connect_state()
-        if server_name and not _is_ip(server_name):
+        if server_name and not is_ip(server_name):
             conn.set_tlsext_host_name(_idna(server_name).encode("ascii"))
         while True:
             try:
@@ -430,14 +431,6 @@ def leaf_facts(leaf: x509.Certificate | None) -> dict[str, JSONValue]:
 # hostname matching, RFC 6125 (pure)
 
 
-def _is_ip(name: str) -> bool:
-    try:
-        ipaddress.ip_address(name)
-    except ValueError:
-        return False
-    return True
-
-
 def _idna(name: str) -> str:
     """Lowercase A-label form without a trailing dot; names that cannot be encoded stay lowercase."""
     name = name.strip().rstrip(".").lower()
@@ -473,7 +466,7 @@ def hostname_matches(
     hostname: str, san_dns: Sequence[str], san_ip: Sequence[str], cns: Sequence[str], has_san: bool
 ) -> bool:
     """RFC 6125: IP references match IP SANs; DNS references match DNS SANs; CN only without SAN."""
-    if _is_ip(hostname):
+    if is_ip(hostname):
         ref = ipaddress.ip_address(hostname)
         candidates = list(san_ip) if has_san else list(cns)
         for value in candidates:
@@ -774,7 +767,7 @@ class TlsProbe:
     def _gather(self, targets: Sequence[Target], ctx: ProbeContext, results: dict[str, ProbeOutcome]) -> None:
         valid: list[Target] = []
         for t in targets:
-            if _is_ip(t.address) and 1 <= t.port <= 65535:
+            if is_ip(t.address) and 1 <= t.port <= 65535:
                 valid.append(t)
             else:
                 results[t.key] = ProbeError(
@@ -923,7 +916,7 @@ class TlsProbe:
             NmapGroup(t.politeness, (t.address,), (t.port,), _idna(t.server_name))
             for t in targets
             if t.server_name
-            and not _is_ip(t.server_name)
+            and not is_ip(t.server_name)
             and (t.address, t.port) in spoke_tls
             and (t.address, t.port) not in out_of_time
             and isinstance(out.get((t.address, t.port)), NmapPort)

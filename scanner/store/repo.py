@@ -31,7 +31,8 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this host still exists (a run or slot it holds is not abandoned)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -41,7 +42,7 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def mark_interrupted_runs(engine: Engine, host: str, alive: Callable[[int], bool] = _pid_alive) -> list[int]:
+def mark_interrupted_runs(engine: Engine, host: str, alive: Callable[[int], bool] = pid_alive) -> list[int]:
     """Runs left `running` on this host by a process that no longer exists are marked `interrupted`."""
     with Session(engine) as session:
         stale = (

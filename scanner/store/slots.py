@@ -7,7 +7,6 @@ for one slot exactly one inserts. The holder renews `lease_expires_at` while it 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -18,6 +17,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col
 
 from scanner.store.models import JobSlot, ScanRun
+from scanner.store.repo import pid_alive
 
 CLAIMED, RUNNING, DONE, FAILED, INTERRUPTED, SKIPPED = "claimed", "running", "done", "failed", "interrupted", "skipped"
 ACTIVE = (CLAIMED, RUNNING)
@@ -195,17 +195,7 @@ def interrupt_run(engine: Engine, run_id: int, detail: str) -> bool:
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def release_dead_claims(engine: Engine, host: str, alive: Callable[[int], bool] = _pid_alive) -> list[int]:
+def release_dead_claims(engine: Engine, host: str, alive: Callable[[int], bool] = pid_alive) -> list[int]:
     """Slots left claimed/running on this host by a process that no longer exists become `interrupted`."""
     now = _now()
     with Session(engine) as session, session.begin():

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import threading
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,30 +13,11 @@ from tests.agent.conftest import AgentProcess
 from tests.helpers import make_workspace, system
 
 
-@pytest.fixture
-def webhook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    got: list[dict[str, Any]] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            got.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/hook", got
-    server.shutdown()
-
-
 @pytest.mark.slow
 def test_agent_scan_sends_a_new_critical_notice_once(
-    tmp_path: Path, agents: Callable[..., AgentProcess], webhook: tuple[str, list[dict[str, Any]]]
+    tmp_path: Path, agents: Callable[..., AgentProcess], receiver: tuple[str, list[dict[str, Any]]]
 ) -> None:
-    url, got = webhook
+    url, got = receiver
     with ServiceLab(tmp_path / "svc", cases=(SERVICE_CASES_BY_NAME["fhir_bad"],)) as lab:
         ep = lab.cases["fhir_bad"]
         config = make_workspace(
