@@ -92,11 +92,12 @@ def politeness_for(system: System, config: Config) -> Politeness:
     return Politeness(timing=timing, max_concurrency=concurrency, timeout_s=timeout, fragile=system.fragile)
 
 
-def _declared(ref: EndpointRef, system_level: bool) -> dict[str, Any]:
+def _declared(ref: EndpointRef, system_level: bool, addresses: Sequence[str] = ()) -> dict[str, Any]:
     return {
         "system": ref.system.model_dump(mode="json", exclude={"endpoints"}),
         "endpoint": None if system_level else ref.endpoint.model_dump(mode="json"),
         "endpoints": [e.model_dump(mode="json") for e in ref.system.endpoints],
+        "addresses": sorted(set(addresses)),  # every in-scope address of the system (system-level targets)
     }
 
 
@@ -125,7 +126,8 @@ def build_plan(
             kind = control.spec.probe
             politeness = politeness_for(ref.system, config)
             if control.system_level:
-                first_address = next((scoped.addresses[k] for k in _system_keys(ref) if k in scoped.addresses), "")
+                system_addresses = [scoped.addresses[k] for k in _system_keys(ref) if k in scoped.addresses]
+                first_address = system_addresses[0] if system_addresses else ""
                 if SYSTEM_LEVEL in probe_protocols.get(kind, frozenset()):
                     targets[kind][check.key] = Target(
                         key=check.key,
@@ -134,7 +136,7 @@ def build_plan(
                         port=0,
                         protocol=SYSTEM_LEVEL,
                         politeness=politeness,
-                        declared=_declared(ref, True),
+                        declared=_declared(ref, True, system_addresses),
                     )
                 continue
             address = scoped.addresses.get(ref.key)

@@ -169,6 +169,13 @@ def _system_ports(target: Target) -> set[int]:
     return {int(e["port"]) for e in endpoints if isinstance(e, dict) and isinstance(e.get("port"), int)}
 
 
+def system_hosts(target: Target) -> set[str]:
+    """Every address a target stands for: a system-level target covers all the system's in-scope addresses."""
+    declared = target.declared.get("addresses") or []
+    hosts = {str(a) for a in declared} if isinstance(declared, list) else set()
+    return hosts | ({target.address} if target.address else set())
+
+
 def plan_jobs(targets: Sequence[Target], sweep_ports: Iterable[int]) -> list[_Job]:
     """Group targets into nmap runs. Fragile systems: own run, declared ports only, no -sV."""
     sweep = set(sweep_ports)
@@ -179,7 +186,7 @@ def plan_jobs(targets: Sequence[Target], sweep_ports: Iterable[int]) -> list[_Jo
     jobs: list[_Job] = []
     for system_targets in by_system.values():
         fragile = any(t.politeness.fragile for t in system_targets)
-        hosts = {t.address for t in system_targets if t.address}
+        hosts = set().union(*(system_hosts(t) for t in system_targets))
         declared = set().union(*(_system_ports(t) for t in system_targets)) | {
             t.port for t in system_targets if t.protocol != SYSTEM_LEVEL
         }
@@ -310,7 +317,7 @@ def system_facts(
     run: NmapRun | None,
 ) -> dict[str, JSONValue]:
     declared_ports = sorted(_system_ports(target))
-    hosts = {target.address}
+    hosts = system_hosts(target)
     open_ports: list[dict[str, JSONValue]] = []
     if scan is not None:
         for (address, port), info in sorted(scan.ports.items(), key=lambda kv: (kv[0][0], kv[0][1])):
@@ -407,17 +414,21 @@ class ServiceProbe:
         return run, parse_service_xml(run.xml)
 
     def _outcome(self, target: Target, job: _Job, run: NmapRun, scan: ServiceScan, swept: list[int]) -> ProbeOutcome:
-        if target.address in scan.hosts_timed_out:
-            return ProbeError(ProbeErrorReason.TIMEOUT, f"nmap gave up on {target.address} (host timeout)")
+        hosts = system_hosts(target) if target.protocol == SYSTEM_LEVEL else {target.address}
+        timed_out = sorted(hosts & set(scan.hosts_timed_out))
+        if timed_out:
+            return ProbeError(ProbeErrorReason.TIMEOUT, f"nmap gave up on {', '.join(timed_out)} (host timeout)")
         if target.protocol == SYSTEM_LEVEL:
             if not scan.finished_ok:
                 return ProbeError(ProbeErrorReason.TOOL_FAILED, scan.error_message or "nmap did not finish")
             # nmap runs with -Pn: a host that is down shows every port "filtered" and would look clean. Only a
             # host that answered on some port (open, or closed with a reset) has had its ports ruled out.
-            if not host_answered(scan, target.address):
+            silent = sorted(h for h in hosts if not host_answered(scan, h))
+            if silent:
                 return ProbeError(
                     ProbeErrorReason.UNREACHABLE,
-                    f"no port of {target.address} answered (all filtered or silent): undeclared ports cannot be ruled out",
+                    f"no port of {', '.join(silent)} answered (all filtered or silent): undeclared ports cannot be "
+                    "ruled out",
                 )
             facts = system_facts(target, scan, swept, not job.version_probes, self.settings, run)
             return ProbeFacts(facts)

@@ -12,7 +12,7 @@ from scanner.probes.nmap import NmapError
 from scanner.probes.service import parse_service_xml, plan_jobs
 
 XML = """<?xml version="1.0"?><nmaprun scanner="nmap" args="nmap -sT -sV">
-<host><status state="up"/><address addr="10.0.0.5" addrtype="ipv4"/><ports>
+<host><status state="up"/><address addr="127.0.31.5" addrtype="ipv4"/><ports>
 <port protocol="tcp" portid="22"><state state="open" reason="syn-ack"/>
 <service name="ssh" product="OpenSSH" version="8.9p1 Ubuntu 3ubuntu0.6" extrainfo="Ubuntu Linux; protocol 2.0"
  ostype="Linux" method="probed" conf="10"><cpe>cpe:/a:openbsd:openssh:8.9p1</cpe><cpe>cpe:/o:linux:linux_kernel</cpe></service></port>
@@ -25,16 +25,16 @@ XML = """<?xml version="1.0"?><nmaprun scanner="nmap" args="nmap -sT -sV">
 def test_service_xml_is_parsed_with_cpes_and_banner() -> None:
     scan = parse_service_xml(XML)
     assert scan.finished_ok
-    ssh = scan.ports[("10.0.0.5", 22)]
+    ssh = scan.ports[("127.0.31.5", 22)]
     assert (ssh.product, ssh.version, ssh.method, ssh.conf) == ("OpenSSH", "8.9p1 Ubuntu 3ubuntu0.6", "probed", 10)
     assert ssh.cpes == ("cpe:/a:openbsd:openssh:8.9p1", "cpe:/o:linux:linux_kernel")
-    assert scan.ports[("10.0.0.5", 80)].banner == "nginx/1.18.0 (Ubuntu)"
-    assert scan.ports[("10.0.0.5", 23)].state == "closed"
+    assert scan.ports[("127.0.31.5", 80)].banner == "nginx/1.18.0 (Ubuntu)"
+    assert scan.ports[("127.0.31.5", 23)].state == "closed"
 
 
 def test_cut_short_xml_keeps_what_arrived_but_is_not_finished() -> None:
     scan = parse_service_xml(XML.split("<runstats>")[0])
-    assert not scan.finished_ok and ("10.0.0.5", 22) in scan.ports
+    assert not scan.finished_ok and ("127.0.31.5", 22) in scan.ports
 
 
 def test_garbage_xml_is_a_tool_failure() -> None:
@@ -50,7 +50,7 @@ def test_entities_are_refused() -> None:
 
 def _t(key: str, system: str, port: int, protocol: str = "ssh", fragile: bool = False) -> Target:
     declared = {"endpoints": [{"port": 22}, {"port": 104}]}
-    return Target(key, system, "10.0.0.5" if system == "a" else "10.0.0.6", port, protocol,
+    return Target(key, system, "127.0.31.5" if system == "a" else "127.0.31.6", port, protocol,
                   politeness=Politeness(timing=2 if fragile else 3, fragile=fragile), declared=declared)  # fmt: skip
 
 
@@ -110,3 +110,18 @@ def test_a_host_that_answered_nothing_is_not_clean() -> None:
 
     silent = ServiceScan(ports={}, hosts_timed_out=frozenset(), finished_ok=True, error_message=None)
     assert not host_answered(silent, "127.0.0.1")
+
+
+def test_a_system_on_several_hosts_has_every_host_swept_and_judged() -> None:
+    from scanner.probes.service import ServiceInfo, ServiceScan, host_answered, system_hosts
+
+    system = Target("m/*", "m", "127.0.31.5", 0, SYSTEM_LEVEL, politeness=Politeness(),
+                    declared={"endpoints": [{"port": 443}, {"port": 2575}], "addresses": ["127.0.31.5", "127.0.31.7"]})  # fmt: skip
+    assert system_hosts(system) == {"127.0.31.5", "127.0.31.7"}
+    (job,) = plan_jobs([system], [21, 23])
+    assert job.hosts == {"127.0.31.5", "127.0.31.7"} and job.ports == {21, 23}
+    only_first = ServiceScan(
+        ports={("127.0.31.5", 21): ServiceInfo("127.0.31.5", 21, "closed", "conn-refused")},
+        hosts_timed_out=frozenset(), finished_ok=True, error_message=None,
+    )  # fmt: skip
+    assert host_answered(only_first, "127.0.31.5") and not host_answered(only_first, "127.0.31.7")

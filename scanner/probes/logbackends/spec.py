@@ -115,7 +115,7 @@ class FhirAuditEventSpec(_HttpBackend):
     """A FHIR server's AuditEvent search (IHE BALP): newest first for freshness and the sample, oldest first for retention."""
 
     backend: Literal["fhir-auditevent"]
-    base_url: str = Field(description="FHIR base URL, e.g. https://10.1.2.3/fhir")
+    base_url: str = Field(description="FHIR base URL, e.g. https://audit.region.example/fhir")
     search: dict[str, str] = Field(
         default_factory=dict, description="Extra search parameters that narrow to this system, e.g. {source: epj}."
     )
