@@ -308,7 +308,7 @@ class _LogApiServer(ThreadingHTTPServer):
         self.stop()
 
     def answer(self, handler: _Handler, method: str, body: bytes) -> None:
-        raise NotImplementedError
+        raise NotImplementedError  # abstract: each lab API server answers in its own format
 
     def sorted_events(self, newest_first: bool, count: int) -> list[AccessEvent]:
         return sorted(self.events, key=lambda e: e.time, reverse=newest_first)[: max(0, count)]
