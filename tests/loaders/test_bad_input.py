@@ -199,3 +199,16 @@ def test_yaml_aliases_are_refused_not_expanded(ws: Path) -> None:
     inv = ws / "inventory" / "testregion.yaml"
     inv.write_text(inv.read_text() + "x: &loop [*loop]\n", encoding="utf-8")
     assert_refused(ws, "testregion.yaml:", "YAML anchors (&loop) are not supported", command="validate")
+
+
+@pytest.mark.parametrize(
+    ("store_url", "words"),
+    [("bogus://nowhere", "Can't load plugin"), ("postgresql+psycopg://hcscan:s3cret@127.0.0.1:1/x", "***")],
+)
+def test_bad_or_unreachable_store_is_an_input_error(ws: Path, store_url: str, words: str) -> None:
+    cfg = ws / "config.yaml"
+    cfg.write_text(cfg.read_text().replace("sqlite:///hcscan.db", store_url), encoding="utf-8")
+    result = hcscan("report", "--config", "config.yaml", cwd=ws)
+    assert result.returncode == 2, result.stderr
+    assert "cannot open the store" in result.stderr and words in result.stderr
+    assert "s3cret" not in result.stderr and "Traceback" not in result.stderr
