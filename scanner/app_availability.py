@@ -12,21 +12,13 @@ from typing import Any
 from scanner.app import Workspace, check_selection
 from scanner.availability import parse_window, to_ms
 from scanner.checks.availability import sla_verdict
-from scanner.engine import Selection, politeness_for
-from scanner.inventory import EndpointRef, check_scope
+from scanner.engine import Selection, declared_data, endpoint_target, politeness_for
+from scanner.inventory import check_scope
 from scanner.models import Status
 from scanner.probes.availability import AvailabilitySampler, Sample, SamplerSettings
 from scanner.probes.base import Target
 
 DEFAULT_WINDOWS = ("24h", "7d", "30d")
-
-
-def _declared(ref: EndpointRef) -> dict[str, Any]:
-    return {
-        "system": ref.system.model_dump(mode="json", exclude={"endpoints"}),
-        "endpoint": ref.endpoint.model_dump(mode="json"),
-        "endpoints": [e.model_dump(mode="json") for e in ref.system.endpoints],
-    }
 
 
 def sample_targets(ws: Workspace, selection: Selection) -> tuple[list[Target], dict[str, str]]:
@@ -43,18 +35,7 @@ def sample_targets(ws: Workspace, selection: Selection) -> tuple[list[Target], d
         address = scoped.addresses.get(ref.key)
         if address is None:
             continue
-        targets.append(
-            Target(
-                key=ref.key,
-                system_id=ref.system.id,
-                address=address,
-                port=ref.endpoint.port,
-                protocol=ref.endpoint.protocol.value,
-                server_name=ref.endpoint.server_name or (ref.endpoint.host if ref.endpoint.host != address else None),
-                politeness=politeness_for(ref.system, ws.config),
-                declared=_declared(ref),
-            )
-        )
+        targets.append(endpoint_target(ref, address, politeness_for(ref.system, ws.config)))
     unresolved = {k: v for k, v in scoped.unresolved.items() if k.split("/", 1)[0] in _selected_systems(ws, selection)}
     return targets, unresolved
 
@@ -157,7 +138,7 @@ def availability_table(
     at = now()
     refs = [ref for ref in ws.inventory.endpoints() if selection.wants_endpoint(ref)]
     keys = [ref.key for ref in refs]
-    declared = {ref.key: _declared(ref) for ref in refs}
+    declared = {ref.key: declared_data(ref, False) for ref in refs}
     engine = open_store(ws.config.resolved_store_url())
     try:
         stats = {}

@@ -92,13 +92,27 @@ def politeness_for(system: System, config: Config) -> Politeness:
     return Politeness(timing=timing, max_concurrency=concurrency, timeout_s=timeout, fragile=system.fragile)
 
 
-def _declared(ref: EndpointRef, system_level: bool, addresses: Sequence[str] = ()) -> dict[str, Any]:
+def declared_data(ref: EndpointRef, system_level: bool, addresses: Sequence[str] = ()) -> dict[str, Any]:
     return {
         "system": ref.system.model_dump(mode="json", exclude={"endpoints"}),
         "endpoint": None if system_level else ref.endpoint.model_dump(mode="json"),
         "endpoints": [e.model_dump(mode="json") for e in ref.system.endpoints],
         "addresses": sorted(set(addresses)),  # every in-scope address of the system (system-level targets)
     }
+
+
+def endpoint_target(ref: EndpointRef, address: str, politeness: Politeness) -> Target:
+    """The probe's view of one declared, scope-checked endpoint (the one place a Target is built from it)."""
+    return Target(
+        key=ref.key,
+        system_id=ref.system.id,
+        address=address,
+        port=ref.endpoint.port,
+        protocol=ref.endpoint.protocol.value,
+        server_name=ref.endpoint.server_name or (ref.endpoint.host if ref.endpoint.host != address else None),
+        politeness=politeness,
+        declared=declared_data(ref, False),
+    )
 
 
 def build_plan(
@@ -136,22 +150,13 @@ def build_plan(
                         port=0,
                         protocol=SYSTEM_LEVEL,
                         politeness=politeness,
-                        declared=_declared(ref, True, system_addresses),
+                        declared=declared_data(ref, True, system_addresses),
                     )
                 continue
             address = scoped.addresses.get(ref.key)
             if address is None or ref.endpoint.protocol.value not in probe_protocols.get(kind, frozenset()):
                 continue
-            targets[kind][ref.key] = Target(
-                key=ref.key,
-                system_id=ref.system.id,
-                address=address,
-                port=ref.endpoint.port,
-                protocol=ref.endpoint.protocol.value,
-                server_name=ref.endpoint.server_name or (ref.endpoint.host if ref.endpoint.host != address else None),
-                politeness=politeness,
-                declared=_declared(ref, False),
-            )
+            targets[kind][ref.key] = endpoint_target(ref, address, politeness)
     return Plan(
         checks=tuple(checks),
         targets={k: tuple(v.values()) for k, v in targets.items()},

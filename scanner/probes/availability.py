@@ -24,6 +24,7 @@ from typing import Any
 from scanner.availability import EndpointCheck, SampleMethod, SystemAvailability, default_method
 from scanner.models import EndpointProtocol
 from scanner.probes.base import SYSTEM_LEVEL, FactSpec, Target
+from scanner.probes.http import lenient_tls_context
 
 MAX_HEAD_BYTES = 16 * 1024
 MAX_BODY_BYTES = 64 * 1024
@@ -86,17 +87,6 @@ def plan_for(target: Target) -> _Plan:
     return _Plan(target, method, check, tls=target.protocol != EndpointProtocol.HTTP.value)
 
 
-def _tls_context() -> ssl.SSLContext:
-    """Availability, not trust: any handshake the server completes counts (the TLS probe judges certificates)."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    ctx.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
-    ctx.set_ciphers("ALL:COMPLEMENTOFDEFAULT:@SECLEVEL=0")
-    ctx.options |= getattr(ssl, "OP_LEGACY_SERVER_CONNECT", 0)
-    return ctx
-
-
 def _classify(exc: BaseException) -> _Down:
     text = f"{type(exc).__name__}: {exc}"
     if isinstance(exc, _Down):
@@ -119,7 +109,8 @@ class AvailabilitySampler:
 
     def __init__(self, settings: SamplerSettings | None = None) -> None:
         self.settings = settings or SamplerSettings()
-        self._ctx = _tls_context()
+        # Availability, not trust: any handshake the server completes counts (the TLS probe judges certificates).
+        self._ctx = lenient_tls_context()
 
     def sample(self, targets: Sequence[Target]) -> dict[str, Sample]:
         """Sample every endpoint target once (system-level targets are ignored); key is Target.key."""

@@ -156,7 +156,7 @@ class _HTTPSPool(HTTPSConnectionPool):
             conn.connect()
 
 
-def _lenient_tls_context() -> ssl.SSLContext:
+def lenient_tls_context() -> ssl.SSLContext:
     """A client context that completes a handshake with almost any server: every TLS version
     OpenSSL still has, every cipher, security level 0, no verification."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -176,7 +176,7 @@ class _ProbeAdapter(HTTPAdapter):
         super().__init__(max_retries=0, pool_connections=1, pool_maxsize=1)
 
     def init_poolmanager(self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any) -> None:
-        pool_kwargs["ssl_context"] = _lenient_tls_context()
+        pool_kwargs["ssl_context"] = lenient_tls_context()
         if self._server_name:
             pool_kwargs["server_hostname"] = self._server_name
         super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
