@@ -25,7 +25,7 @@ _EL_RELEASE = re.compile(r"\.el(\d+)", re.IGNORECASE)
 _DISTRO_WORDS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"ubuntu", re.IGNORECASE), "ubuntu"),
     (re.compile(r"debian|raspbian", re.IGNORECASE), "debian"),
-    (re.compile(r"red ?hat|rhel|centos|rocky|almalinux|\.el\d", re.IGNORECASE), "rhel"),
+    (re.compile(r"red[ _]?hat|rhel|centos|rocky|almalinux|\.el\d", re.IGNORECASE), "rhel"),
     (re.compile(r"suse|sles", re.IGNORECASE), "suse"),
     (re.compile(r"freebsd", re.IGNORECASE), "freebsd"),
 )

@@ -30,6 +30,9 @@ SLUG_ALIASES: Mapping[str, str] = {
     "windows-server": "windows-server",
     "node": "nodejs",
     "postgres": "postgresql",
+    # Java: the shipped openjdk cycles follow the Eclipse Temurin builds (other vendors' exports have other dates).
+    "eclipse-temurin": "openjdk",
+    "temurin": "openjdk",
 }
 
 

@@ -176,6 +176,53 @@ class BuildScheme(VersionScheme):
         return ParsedVersion(text=text, parts=parts, key=tuple(_rank(p) for p in parts), head=m.group(0))
 
 
+class JavaScheme(VersionScheme):
+    """Java / OpenJDK, in every spelling a JVM, a package or a CPE uses.
+
+    Versions read as (feature, interim, update, patch), so the old and the new numbering meet:
+
+    - before JEP 223 (Java 8 and older): ``1.8.0_392``, ``1.8.0_392-b08``, RPM ``1.8.0.392``, ``8u392-b08``,
+      ``1.7.0_80`` → (8, 0, 392, 0), (7, 0, 80, 0): "1.8" is feature 8;
+    - JEP 223/322 (Java 9 and later): ``11.0.21+9``, ``17.0.9``, ``21.0.1+12-LTS``, ``11.0.32.1+1`` (a
+      security-only patch on top of update 32) → (11, 0, 21, 0), (11, 0, 32, 1); ``25`` and ``27+35`` are
+      the feature release itself.
+
+    The build ("+9", "-b08") and vendor or distribution text ("-LTS", "-1~deb12u1") are not part of the
+    version. A release cycle is a feature release ("8", "21"; "1.8" names cycle 8 as well).
+    """
+
+    name: ClassVar[str] = "java"
+    _EPOCH: ClassVar[re.Pattern[str]] = re.compile(r"^\d+:(?=\d)")
+    _UPDATE: ClassVar[re.Pattern[str]] = re.compile(r"^(\d+)u(\d+)(?![0-9a-z])", re.IGNORECASE)  # 8u392
+    # 1.8.0_392, 1.8.0.392, 1.7.0_80, 1.8 (feature 5 and later only: "1.4.2_42" is not feature 4)
+    _LEGACY: ClassVar[re.Pattern[str]] = re.compile(r"^1\.([5-9])(?:\.(\d+)(?:[._](\d+))?)?(?![0-9])")
+    _MODERN: ClassVar[re.Pattern[str]] = re.compile(r"^([1-9]\d*)(?:\.(\d+))?(?:\.(\d+))?(?:\.(\d+))?(?![0-9])")
+
+    def parse(self, text: str) -> ParsedVersion:
+        stripped = text.strip()
+        epoch = self._EPOCH.match(stripped)
+        offset = epoch.end() if epoch else 0
+        body = stripped[offset:]
+        parts: tuple[int, int, int, int]
+        m = self._UPDATE.match(body)
+        if m:
+            parts = (int(m.group(1)), 0, int(m.group(2)), 0)
+        elif (m := self._LEGACY.match(body)) is not None:
+            parts = (int(m.group(1)), int(m.group(2) or 0), int(m.group(3) or 0), 0)
+        elif (m := self._MODERN.match(body)) is not None:
+            parts = (int(m.group(1)), int(m.group(2) or 0), int(m.group(3) or 0), int(m.group(4) or 0))
+        else:
+            raise VersionParseError(f"not a Java version: {text!r}")
+        key = tuple(_rank(p) for p in parts)
+        return ParsedVersion(text=text, parts=parts, key=key, head=stripped[: offset + m.end()])
+
+    def cycle_parts(self, cycle: str) -> tuple[Part, ...]:
+        m = re.fullmatch(r"(?:1\.)?([1-9]\d*)", cycle.strip())
+        if not m:
+            raise VersionParseError(f"not a Java release cycle: {cycle!r}")
+        return (int(m.group(1)),)
+
+
 class NamedCycleScheme(VersionScheme):
     """Products whose cycles are names or release numbers (Debian 12, Ubuntu 22.04, Windows Server 2019).
 
@@ -195,7 +242,8 @@ class NamedCycleScheme(VersionScheme):
 
 
 SCHEMES: Mapping[str, VersionScheme] = {
-    s.name: s for s in (DottedScheme(), OpenSSHScheme(), OpenSSLScheme(), BuildScheme(), NamedCycleScheme())
+    s.name: s
+    for s in (DottedScheme(), OpenSSHScheme(), OpenSSLScheme(), BuildScheme(), JavaScheme(), NamedCycleScheme())
 }
 
 

@@ -15,7 +15,7 @@ from scanner.versiondata.schemes import VersionParseError, scheme_for
 DATA = load_version_data()
 
 # (how it reaches us, text) → (product id, upstream version, evidence, distro, distro release)
-# "banner" is a raw banner; "nmap" is nmap -sV's "product|version|extrainfo".
+# "banner" is a raw banner; "nmap" is nmap -sV's "product|version|extrainfo"; "cpe" is a CPE nmap reported.
 BANNERS: list[tuple[str, str, str | None, str | None, str, str | None, str | None]] = [
     ("banner", "SSH-2.0-OpenSSH_8.9p1 Ubuntu-3ubuntu0.6", "openssh", "8.9p1", "distribution_banner", "ubuntu", "22.04"),
     ("banner", "SSH-2.0-OpenSSH_7.4p1 Debian-10+deb9u7", "openssh", "7.4p1", "distribution_banner", "debian", "9"),
@@ -120,6 +120,87 @@ BANNERS: list[tuple[str, str, str | None, str | None, str, str | None, str | Non
     ),
     ("banner", "X-Powered-By: PHP/7.4.3", "php", "7.4.3", "bare_upstream_banner", None, None),
     ("banner", "PHP/8.1.2-1ubuntu2.18", "php", "8.1.2", "distribution_banner", "ubuntu", None),
+    # Java / OpenJDK: java -version / JMX "build" lines, HttpURLConnection user agents, Payara/GlassFish
+    # X-Powered-By, and the CPEs nmap and NVD use.
+    ("banner", "User-Agent: Java/1.8.0_292", "openjdk", "1.8.0_292", "bare_upstream_banner", None, None),
+    ("banner", "User-Agent: Java/17.0.2", "openjdk", "17.0.2", "bare_upstream_banner", None, None),
+    (
+        "banner",
+        "X-Powered-By: Servlet/3.1 JSP/2.3 (Payara Server  5.2022.5 #badassfish Java/Azul Systems, Inc./11.0.17)",
+        "openjdk",
+        "11.0.17",
+        "bare_upstream_banner",
+        None,
+        None,
+    ),
+    (
+        "banner",
+        "OpenJDK Runtime Environment Temurin-21.0.1+12 (build 21.0.1+12-LTS)",
+        "openjdk",
+        "21.0.1",
+        "bare_upstream_banner",
+        None,
+        None,
+    ),
+    (
+        "banner",
+        "OpenJDK Runtime Environment (build 17.0.9+9-Debian-1deb12u1)",
+        "openjdk",
+        "17.0.9",
+        "distribution_banner",
+        "debian",
+        None,
+    ),
+    (
+        "banner",
+        "OpenJDK Runtime Environment (build 1.8.0_392-8u392-ga-1~deb11u1-b08)",
+        "openjdk",
+        "1.8.0_392",
+        "distribution_banner",
+        "debian",
+        "11",
+    ),
+    (
+        "banner",
+        "OpenJDK Runtime Environment (build 11.0.21+9-post-Ubuntu-0ubuntu122.04)",
+        "openjdk",
+        "11.0.21",
+        "distribution_banner",
+        "ubuntu",
+        None,
+    ),
+    (
+        "banner",
+        "OpenJDK Runtime Environment (Red_Hat-17.0.9.0.9-1) (build 17.0.9+9-LTS)",
+        "openjdk",
+        "17.0.9",
+        "distribution_banner",
+        "rhel",
+        None,
+    ),
+    (
+        "banner",
+        "OpenJDK Runtime Environment Corretto-17.0.9.8.1 (build 17.0.9+8-LTS)",
+        "openjdk",
+        "17.0.9",
+        "bare_upstream_banner",
+        None,
+        None,
+    ),
+    ("cpe", "cpe:/a:oracle:jdk:1.8.0_392", "openjdk", "1.8.0_392", "bare_upstream_banner", None, None),
+    ("cpe", "cpe:/a:oracle:openjdk:17.0.9", "openjdk", "17.0.9", "bare_upstream_banner", None, None),
+    ("cpe", "cpe:/a:oracle:jre:1.7.0_80", "openjdk", "1.7.0_80", "bare_upstream_banner", None, None),
+    ("cpe", "cpe:/a:eclipse:temurin:21.0.5+11", "openjdk", "21.0.5", "bare_upstream_banner", None, None),
+    # Only the specification version ("1.8"), not the update: not read as 8u0.
+    (
+        "banner",
+        "X-Powered-By: Servlet/4.0 JSP/2.3 (GlassFish Server Open Source Edition  5.1.0  Java/Oracle Corporation/1.8)",
+        None,
+        None,
+        "none",
+        None,
+        None,
+    ),
     ("banner", "Server: AcmeMedical-Gateway/3.1", None, None, "none", None, None),
     ("nmap", "Sectra PACS|24.1|", None, None, "none", None, None),
 ]
@@ -128,6 +209,8 @@ BANNERS: list[tuple[str, str, str | None, str | None, str, str | None, str | Non
 def _identify(via: str, text: str) -> dict[str, object]:
     if via == "banner":
         ident = identify_service(DATA, product=None, version=None, extrainfo=None, cpes=(), banner=text)
+    elif via == "cpe":
+        ident = identify_service(DATA, product=None, version=None, extrainfo=None, cpes=(text,), banner=None)
     else:
         product, version, extrainfo = [*text.split("|"), "", ""][:3]
         ident = identify_service(
@@ -182,6 +265,8 @@ def test_banner_is_recognised(
         ("build", "15.0.2000.5", "15.0.4460.4"),
         ("build", "10.0.17763", "10.0.20348"),
         ("named", "22.04", "24.04"),
+        ("java", "1.8.0_392", "8u402-b06"),
+        ("java", "11.0.21+9", "11.0.32.1+1"),
     ],
 )
 def test_scheme_orders_versions(scheme: str, older: str, newer: str) -> None:
@@ -223,6 +308,8 @@ def test_not_a_version(scheme: str, text: str) -> None:
         ("windows-server", "10.0.17763", "2019"),
         ("debian", "bookworm", "12"),
         ("ubuntu", "22.04.4", "22.04"),
+        ("openjdk", "1.8.0_392", "8"),
+        ("openjdk", "21.0.1+12-LTS", "21"),
         ("nginx", "2.0.1", None),
     ],
 )
@@ -235,7 +322,7 @@ def test_shipped_data_is_complete_and_sourced() -> None:
     f = DATA.file
     assert DATA.path == packaged_data_path()
     wanted = {"openssh", "openssl", "nginx", "apache-httpd", "iis", "tomcat", "postgresql", "mysql", "mariadb"}
-    wanted |= {"mssql", "windows-server", "ubuntu", "debian", "rhel", "php", "nodejs", "samba"}
+    wanted |= {"mssql", "windows-server", "ubuntu", "debian", "rhel", "php", "nodejs", "samba", "openjdk"}
     assert wanted <= set(DATA.products)
     sources = {s.id: s for s in f.sources}
     for p in f.products:
