@@ -2,7 +2,7 @@
 
 The store is generated straight into the hcscan schema (migrated by `open_store`) the way `complete_run` writes it:
 a `finding` row when a fingerprint is first judged or its verdict changes (here ~2 % of verdicts change per week),
-`finding_state` pointing at the current row, and one `run_system_agg` row per run and system. Then
+`finding_state` pointing at the current row, and one `run_family_agg` row per run, region and family. Then
 `render_reports` runs in a fresh process and we print wall time, peak RSS and store size.
 
     .venv/bin/python benchmarks/report_bench.py [--systems 10000] [--controls 30] [--weeks 52] [--keep DIR]
@@ -69,10 +69,16 @@ def generate(db: Path, n_systems: int, n_controls: int, weeks: int) -> None:
             (ts, ts, "complete", "", "0.1.0", cat, inv, "f" * 64, "{}", json.dumps(REGIONS), "bench", 1, ""),
         )
         run_id = cur.lastrowid
-        findings, aggs, new_states, upd = [], [], [], []
+        findings, new_states, upd = [], [], []
+        aggs: dict[tuple[str, str], dict[str, int]] = {}
+        agg_systems: dict[tuple[str, str], set[str]] = {}
         for sid, region, crit in systems:
-            a = {"pass": 0, "fail": 0, "error": 0, "waived": 0, "not_applicable": 0, "wp": 0, "wt": 0}
             for cid, fam, sev in controls:
+                a = aggs.setdefault(
+                    (region, fam),
+                    {"pass": 0, "fail": 0, "error": 0, "waived": 0, "not_applicable": 0, "wp": 0, "wt": 0},
+                )
+                agg_systems.setdefault((region, fam), set()).add(sid)
                 fp = hashlib.blake2b(f"{cid}/{sid}".encode(), digest_size=16).hexdigest()
                 prev = state.get(fp)
                 if prev is None or rnd.random() < 0.02:
@@ -110,20 +116,6 @@ def generate(db: Path, n_systems: int, n_controls: int, weeks: int) -> None:
                     upd.append((status, next_fid, ts if bad else None, fp))
                     state[fp] = [status, next_fid]
                 next_fid += 1
-            aggs.append(
-                (
-                    run_id,
-                    sid,
-                    region,
-                    a["pass"],
-                    a["fail"],
-                    a["error"],
-                    a["waived"],
-                    a["not_applicable"],
-                    a["wp"],
-                    a["wt"],
-                )
-            )
         con.executemany("INSERT INTO finding VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", findings)
         con.executemany("INSERT INTO finding_state (fingerprint, control_id, region_id, system_id, endpoint_key, status,"
                         " first_seen_at, last_seen_at, resolved_at, last_verified_at, last_run_id, times_reopened,"
@@ -133,7 +125,12 @@ def generate(db: Path, n_systems: int, n_controls: int, weeks: int) -> None:
             upd,
         )
         con.execute("UPDATE finding_state SET last_verified_at=?, last_run_id=?", (ts, run_id))
-        con.executemany("INSERT INTO run_system_agg VALUES (?,?,?,?,?,?,?,?,?,?)", aggs)
+        con.executemany(
+            "INSERT INTO run_family_agg (run_id, region_id, family, n_systems, n_pass, n_fail, n_error, n_waived,"
+            " n_not_applicable, w_pass, w_total) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            [(run_id, region, fam, len(agg_systems[(region, fam)]), a["pass"], a["fail"], a["error"], a["waived"],
+              a["not_applicable"], a["wp"], a["wt"]) for (region, fam), a in aggs.items()],
+        )  # fmt: skip
         con.commit()
     con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     con.close()
@@ -183,7 +180,7 @@ def main() -> None:
     con = sqlite3.connect(db)
     counts = {
         t: con.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
-        for t in ("finding", "finding_state", "run_system_agg", "scan_run")
+        for t in ("finding", "finding_state", "run_family_agg", "scan_run")
     }
     con.close()
     store_mb = db.stat().st_size / 1e6

@@ -47,7 +47,8 @@ def due_notices(
                     )  # fmt: skip
         for f in findings:
             episode = f.first_seen_at.isoformat() if f.first_seen_at else ""
-            if f.status == Status.FAIL.value and f.severity == "critical" and f.change == "new":
+            # `confirmed`: could not be assessed before, now a confirmed failure — as new to the reader as `new`.
+            if f.status == Status.FAIL.value and f.severity == "critical" and f.change in ("new", "confirmed"):
                 out.append(
                     Notice(
                         f"new_critical:{f.fingerprint}:{episode}", "new_critical", region, f.system_id,

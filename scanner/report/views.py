@@ -149,6 +149,10 @@ class RegionPage:
     regressions: list[FindingView] = field(default_factory=list)
     resolved: list[FindingView] = field(default_factory=list)
     reactivated: list[FindingView] = field(default_factory=list)
+    confirmed: list[FindingView] = field(default_factory=list)  # error → fail: a failure newly confirmed
+    reassessed: list[FindingView] = field(default_factory=list)  # error → pass: assessed again, passes
+    unassessed: list[FindingView] = field(default_factory=list)  # → error: could no longer be assessed
+    no_longer_applicable: list[FindingView] = field(default_factory=list)  # → not_applicable
     overdue: list[Overdue] = field(default_factory=list)
     sla_days: dict[str, int] = field(default_factory=dict)
     worst_systems: list[SystemSection] = field(default_factory=list)
@@ -377,6 +381,10 @@ def region_page(
         regressions=[f for f in changed if f.change == "regressed"],
         resolved=[f for f in changed if f.change == "fixed"],
         reactivated=[f for f in changed if f.change == "reactivated"],
+        confirmed=[f for f in changed if f.change == "confirmed"],
+        reassessed=[f for f in changed if f.change == "reassessed"],
+        unassessed=[f for f in changed if f.change == "unassessed"],
+        no_longer_applicable=[f for f in changed if f.change == "no_longer_applicable"],
         overdue=overdue,
         sla_days=sla,
         worst_systems=[s for s in sections if s.score.percent is not None and s.score.percent < 100.0][:10],

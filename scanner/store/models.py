@@ -77,7 +77,7 @@ class Finding(SQLModel, table=True):
     endpoint_key: str
     criticality: str
     status: str
-    change: str  # new | unchanged | fixed | regressed | waived
+    change: str  # lifecycle label (scanner.store.lifecycle): new | unchanged | fixed | regressed | waived | …
     message: str
     evidence: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     observed_at: datetime = _dt()
@@ -280,18 +280,23 @@ class AvlRound(SQLModel, table=True):
     n_unknown: int
 
 
-# -- reports (issue 7): per-run per-system aggregates for trends, and notices already sent ----------------------
+# -- reports (issue 7): per-run aggregates for trends, and notices already sent ---------------------------------
 
 
-class RunSystemAgg(SQLModel, table=True):
-    """What one run judged on one system, counted and weighted (score = w_pass / w_total): trends read only this."""
+class RunFamilyAgg(SQLModel, table=True):
+    """What one run judged of one control family in one region, counted and weighted (score = w_pass / w_total).
 
-    __tablename__ = "run_system_agg"
-    __table_args__ = (Index("ix_run_system_agg_region_run", "region_id", "run_id"),)
+    Trends read only this. A run scheduled for some families (nightly TLS, weekly patching) changes only those
+    families' state, so a trend point is the sum of each family's latest aggregate up to that run. Rows with
+    family '' were written before aggregates were split by family (migration 0006): one row for the whole run.
+    """
+
+    __tablename__ = "run_family_agg"
 
     run_id: int = Field(foreign_key="scan_run.id", primary_key=True)
-    system_id: str = Field(primary_key=True)
-    region_id: str
+    region_id: str = Field(primary_key=True)
+    family: str = Field(primary_key=True)
+    n_systems: int = 0
     n_pass: int = 0
     n_fail: int = 0
     n_error: int = 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -10,7 +11,8 @@ from sqlalchemy import Engine, func, select
 from sqlmodel import Session, col
 
 from scanner.results import ControlInfo, SystemInfo
-from scanner.store.models import ControlDef, Finding, FindingState, NoticeSent, RunSystemAgg, ScanRun, SystemDef
+from scanner.store import lifecycle
+from scanner.store.models import ControlDef, Finding, FindingState, NoticeSent, RunFamilyAgg, ScanRun, SystemDef
 
 
 @dataclass(frozen=True)
@@ -125,14 +127,18 @@ def latest_findings(engine: Engine, region_id: str | None = None) -> list[Findin
 
 
 def changed_in_run(engine: Engine, region_id: str, run_id: int) -> list[FindingView]:
-    """Verdicts that changed state in this run: new, regressed, fixed, reactivated (waiver expired)."""
+    """Verdicts that changed state in this run: every lifecycle label but `unchanged` and `waived`.
+
+    (new, regressed, reactivated — waiver expired —, confirmed, fixed, reassessed, unassessed, no longer applicable;
+    see scanner.store.lifecycle.)
+    """
     stmt = (
         select(Finding, FindingState)
         .outerjoin(FindingState, col(Finding.fingerprint) == col(FindingState.fingerprint))
         .where(
             col(Finding.run_id) == run_id,
             col(Finding.region_id) == region_id,
-            col(Finding.change).in_(["new", "regressed", "fixed", "reactivated"]),
+            col(Finding.change).in_(lifecycle.NOTABLE),
         )
         .order_by(col(Finding.system_id), col(Finding.control_id))
     )
@@ -142,7 +148,7 @@ def changed_in_run(engine: Engine, region_id: str, run_id: int) -> list[FindingV
 
 @dataclass(frozen=True)
 class RunPoint:
-    """One run as seen from one region: counts and weights summed over the region's systems it judged."""
+    """The region's state as of one run: each family's latest aggregate up to that run, summed."""
 
     run_id: int
     started_at: datetime
@@ -152,34 +158,58 @@ class RunPoint:
     systems: int
 
 
+_AGG_COUNTS = ("n_pass", "n_fail", "n_error", "n_waived", "n_not_applicable", "w_pass", "w_total")
+
+
+def _narrowed(selection: Mapping[str, Any]) -> bool:
+    """A run narrowed to some systems or controls judged part of a family: it cannot stand for the family."""
+    return bool(selection.get("systems") or selection.get("controls"))
+
+
 def region_history(engine: Engine, region_id: str, limit: int = 12) -> list[RunPoint]:
-    """The region's last `limit` complete runs, oldest first, from the per-run per-system aggregates."""
-    agg = RunSystemAgg
+    """The region's state after each of its last `limit` complete runs, oldest first.
+
+    Runs are often scheduled per family (nightly TLS, weekly patching), so one run's own verdicts are not the
+    region's state: a point sums, for every family, the aggregate of the latest run up to it that judged that
+    family. Runs narrowed to some systems or controls are left out. Aggregates written before migration 0006
+    (family '') cover their whole run and stand alone while they are the newest.
+    """
+    a = RunFamilyAgg.__table__.c  # type: ignore[attr-defined]
     stmt = (
         select(
-            col(agg.run_id),
+            a.run_id,
             col(ScanRun.started_at),
-            func.sum(agg.w_pass),
-            func.sum(agg.w_total),
-            func.sum(agg.n_pass),
-            func.sum(agg.n_fail),
-            func.sum(agg.n_error),
-            func.sum(agg.n_waived),
-            func.sum(agg.n_not_applicable),
-            func.count(),
+            col(ScanRun.selection),
+            a.family,
+            a.n_systems,
+            *(a[c] for c in _AGG_COUNTS),
         )
-        .join(ScanRun, col(ScanRun.id) == col(agg.run_id))
-        .where(col(agg.region_id) == region_id, col(ScanRun.status) == "complete")
-        .group_by(col(agg.run_id), col(ScanRun.started_at))
-        .order_by(col(agg.run_id).desc())
-        .limit(limit)
+        .join(ScanRun, col(ScanRun.id) == a.run_id)
+        .where(a.region_id == region_id, col(ScanRun.status) == "complete")
+        .order_by(a.run_id)
     )
-    out: list[RunPoint] = []
-    with Session(engine) as session:
-        for rid, started, wp, wt, p, fl, e, w, na, n in session.execute(stmt).all():
-            counts = {"pass": int(p), "fail": int(fl), "error": int(e), "waived": int(w), "not_applicable": int(na)}
-            out.append(RunPoint(int(rid), started, int(wp), int(wt), counts, int(n)))
-    return list(reversed(out))
+    rows_by_run: dict[int, list[Any]] = {}
+    started: dict[int, datetime] = {}
+    with engine.connect() as conn:
+        for row in conn.execute(stmt):
+            if _narrowed(row.selection or {}):
+                continue
+            rows_by_run.setdefault(int(row.run_id), []).append(row)
+            started[int(row.run_id)] = row.started_at
+    latest: dict[str, Any] = {}  # family → its newest row so far ('' = a whole pre-0006 run)
+    points: list[RunPoint] = []
+    for run_id in sorted(rows_by_run):
+        for row in rows_by_run[run_id]:
+            if row.family == "":
+                latest = {"": row}
+            else:
+                latest.pop("", None)
+                latest[row.family] = row
+        sums = {c: sum(int(r._mapping[c]) for r in latest.values()) for c in _AGG_COUNTS}
+        counts = {c.removeprefix("n_"): sums[c] for c in _AGG_COUNTS if c.startswith("n_")}
+        systems = max((int(r.n_systems) for r in latest.values()), default=0)
+        points.append(RunPoint(run_id, started[run_id], sums["w_pass"], sums["w_total"], counts, systems))
+    return points[-limit:]
 
 
 def notices_already_sent(engine: Engine, keys: list[str]) -> set[str]:

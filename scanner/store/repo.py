@@ -5,26 +5,30 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Engine, insert, select, update
+from sqlalchemy import CursorResult, Engine, Result, insert, select, text, update
 from sqlmodel import Session, col
 
 from scanner.models import CRITICALITY_WEIGHT, SEVERITY_WEIGHT, Criticality, Severity, Status
 from scanner.results import FindingRecord, RunMeta, RunSummary
-from scanner.store.models import ControlDef, Finding, FindingState, NoticeSent, RunSystemAgg, ScanRun, SystemDef
+from scanner.store import lifecycle
+from scanner.store.killpoints import kill_point
+from scanner.store.locks import advisory_key
+from scanner.store.models import ControlDef, Finding, FindingState, NoticeSent, RunFamilyAgg, ScanRun, SystemDef
 
 RUNNING, COMPLETE, INTERRUPTED, FAILED = "running", "complete", "interrupted", "failed"
 NOT_COMPLIANT = {Status.FAIL.value, Status.ERROR.value, Status.WAIVED.value}
 _CHUNK = 500
+_COMPLETE_LOCK_KEY = advisory_key("complete_run")  # PostgreSQL: one run completion at a time per store
 
 
 class RunNoLongerRunning(RuntimeError):
-    """The run was closed (interrupted) by someone else; its findings must not be stored as complete."""
+    """The run was closed by someone else (interrupted, or already completed); its findings must not be stored."""
 
 
 def _now() -> datetime:
@@ -42,23 +46,39 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def _rowcount(result: Result[Any]) -> int:
+    return int(cast(CursorResult[Any], result).rowcount)
+
+
+def _close_if_running(session: Session, run_id: int, status: str, detail: str, finished_at: datetime | None) -> bool:
+    """Close the run unless someone else closed it first: check and write are one conditional UPDATE.
+
+    Whoever's UPDATE matches `status = 'running'` first wins; every later one matches no row (SQLite: writers
+    are serialised by the database lock; PostgreSQL: the second UPDATE waits for the first's row lock, then
+    re-reads the row and no longer matches). Never a read-then-write.
+    """
+    result = session.execute(
+        update(ScanRun)
+        .where(col(ScanRun.id) == run_id, col(ScanRun.status) == RUNNING)  # never un-complete a run
+        .values(status=status, status_detail=detail[:2000], finished_at=finished_at)
+        .execution_options(synchronize_session=False)
+    )
+    return _rowcount(result) == 1
+
+
 def mark_interrupted_runs(engine: Engine, host: str, alive: Callable[[int], bool] = pid_alive) -> list[int]:
-    """Runs left `running` on this host by a process that no longer exists are marked `interrupted`."""
-    with Session(engine) as session:
-        stale = (
-            session.execute(select(ScanRun).where(col(ScanRun.status) == RUNNING, col(ScanRun.host) == host))
-            .scalars()
-            .all()
-        )
-        ids = [r.id for r in stale if r.id is not None and not alive(r.pid)]
-        if ids:
-            session.execute(
-                update(ScanRun)
-                .where(col(ScanRun.id).in_(ids))
-                .values(status=INTERRUPTED, status_detail="the scanning process ended before the run completed")
-            )
-            session.commit()
-        return ids
+    """Runs left `running` on this host by a process that no longer exists are marked `interrupted`.
+
+    Each run is closed with the same conditional UPDATE as `end_run`, so a run that completed after we looked
+    stays complete; returns the ids actually marked.
+    """
+    with Session(engine) as session, session.begin():
+        stale = session.execute(
+            select(col(ScanRun.id), col(ScanRun.pid)).where(col(ScanRun.status) == RUNNING, col(ScanRun.host) == host)
+        ).all()
+        dead = [int(run_id) for run_id, pid in stale if not alive(int(pid))]
+        detail = "the scanning process ended before the run completed"
+        return [run_id for run_id in dead if _close_if_running(session, run_id, INTERRUPTED, detail, None)]
 
 
 def start_run(engine: Engine, meta: RunMeta, started_at: datetime | None = None) -> int:
@@ -80,6 +100,7 @@ def start_run(engine: Engine, meta: RunMeta, started_at: datetime | None = None)
         _record_definitions(session, meta)
         session.commit()
         assert run.id is not None
+        kill_point("run_created")
         return run.id
 
 
@@ -109,36 +130,42 @@ def _record_definitions(session: Session, meta: RunMeta) -> None:
         session.execute(insert(SystemDef), rows)
 
 
-def end_run(engine: Engine, run_id: int, status: str, detail: str) -> None:
-    """Close a run that will not complete (interrupted by a signal, or failed by a bug); stores no findings."""
-    with Session(engine) as session:
-        session.execute(
-            update(ScanRun)
-            .where(col(ScanRun.id) == run_id, col(ScanRun.status) == RUNNING)  # never un-complete a run
-            .values(status=status, status_detail=detail[:2000], finished_at=_now())
-        )
-        session.commit()
+def end_run(engine: Engine, run_id: int, status: str, detail: str) -> bool:
+    """Close a run that will not complete (interrupted by a signal, or failed by a bug); stores no findings.
 
-
-def _change(prev: FindingState | None, status: str) -> str:
-    bad = status in NOT_COMPLIANT
-    if status == Status.WAIVED.value:
-        return "waived"
-    if prev is None:
-        return "new" if bad else "unchanged"
-    if prev.status == Status.WAIVED.value and status == Status.FAIL.value:
-        return "reactivated"  # the waiver expired (or was withdrawn): the finding counts again
-    was_bad = prev.status in NOT_COMPLIANT
-    if bad and not was_bad:
-        return "regressed" if prev.resolved_at is not None or prev.first_seen_at is not None else "new"
-    if was_bad and not bad:
-        return "fixed"
-    return "unchanged"
+    False when the run was no longer `running` (completed or closed by someone else): it is left as it is.
+    """
+    with Session(engine) as session, session.begin():
+        return _close_if_running(session, run_id, status, detail, _now())
 
 
 def _chunks(items: Sequence[str], size: int = _CHUNK) -> Iterable[Sequence[str]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
+
+
+def _failed_before(session: Session, records: Sequence[FindingRecord], existing: dict[str, FindingState]) -> set[str]:
+    """Of the fingerprints turning from pass / not applicable to fail, those some earlier run judged failing.
+
+    Decides `regressed` (failing again) from `new` (a first failure). Every earlier fail or waived verdict has
+    its own `finding` row (rows are written when the verdict changes), so the history answers exactly.
+    """
+    turning = [
+        r.fingerprint
+        for r in records
+        if r.status is Status.FAIL
+        and (prev := existing.get(r.fingerprint)) is not None
+        and prev.status in (Status.PASS.value, Status.NOT_APPLICABLE.value)
+    ]
+    found: set[str] = set()
+    for chunk in _chunks(turning):
+        stmt = (
+            select(col(Finding.fingerprint))
+            .where(col(Finding.fingerprint).in_(chunk), col(Finding.status).in_(lifecycle.FAILED_STATUSES))
+            .distinct()
+        )
+        found.update(str(fp) for fp in session.execute(stmt).scalars())
+    return found
 
 
 def verdict_digest(status: str, message: str, evidence: dict[str, Any]) -> str:
@@ -152,24 +179,18 @@ def _weight(severity: str, criticality: str) -> int:
     return SEVERITY_WEIGHT[Severity(severity)] * CRITICALITY_WEIGHT[Criticality(criticality)]
 
 
-def _system_aggregates(run_id: int, records: Sequence[FindingRecord]) -> list[dict[str, Any]]:
-    aggs: dict[str, dict[str, Any]] = {}
+def _family_aggregates(run_id: int, records: Sequence[FindingRecord]) -> list[dict[str, Any]]:
+    """Counts and weights of this run's verdicts per (region, family), with how many systems they cover."""
+    aggs: dict[tuple[str, str], dict[str, Any]] = {}
+    systems: dict[tuple[str, str], set[str]] = defaultdict(set)
     for rec in records:
+        key = (rec.region_id, rec.family)
         a = aggs.setdefault(
-            rec.system_id,
-            {
-                "run_id": run_id,
-                "system_id": rec.system_id,
-                "region_id": rec.region_id,
-                "n_pass": 0,
-                "n_fail": 0,
-                "n_error": 0,
-                "n_waived": 0,
-                "n_not_applicable": 0,
-                "w_pass": 0,
-                "w_total": 0,
-            },
-        )
+            key,
+            {"run_id": run_id, "region_id": rec.region_id, "family": rec.family, "n_pass": 0, "n_fail": 0,
+             "n_error": 0, "n_waived": 0, "n_not_applicable": 0, "w_pass": 0, "w_total": 0},
+        )  # fmt: skip
+        systems[key].add(rec.system_id)
         status = rec.status.value
         a[f"n_{status}"] += 1
         if status in (Status.PASS.value, Status.FAIL.value, Status.ERROR.value):
@@ -177,7 +198,7 @@ def _system_aggregates(run_id: int, records: Sequence[FindingRecord]) -> list[di
             a["w_total"] += w
             if status == Status.PASS.value:
                 a["w_pass"] += w
-    return list(aggs.values())
+    return [a | {"n_systems": len(systems[key])} for key, a in aggs.items()]
 
 
 def complete_run(
@@ -186,13 +207,39 @@ def complete_run(
     """Store the run's verdicts, update each fingerprint's lifecycle and mark the run complete — atomically.
 
     A `finding` row (with its evidence) is written when a fingerprint is first judged or its verdict changes;
-    an unchanged verdict only moves `finding_state.last_verified_at` / `last_run_id`. Per-run per-system counts
-    and weights go to `run_system_agg`, so trends never re-read findings.
+    an unchanged verdict only moves `finding_state.last_verified_at` / `last_run_id`. The run's counts and weights
+    per region and family go to `run_family_agg`, so trends never re-read findings.
     """
     when = finished_at or _now()
     counts = Counter(r.status.value for r in records)
     changes: Counter[str] = Counter()
     with Session(engine) as session, session.begin():
+        # First the write that decides: the run becomes `complete` only if it is still `running`. As the
+        # transaction's first statement it takes SQLite's write lock before anything is read (so the lifecycle
+        # below is read under that lock, never from a stale snapshot), and on PostgreSQL it holds the run row's
+        # lock until COMMIT, so an interrupter's conditional UPDATE waits and then matches nothing. Raising
+        # rolls the whole transaction back: nothing of this run is stored.
+        if session.get_bind().dialect.name == "postgresql":
+            # One completion at a time per store, as on SQLite: two runs over the same fingerprints (an agent
+            # and a manual scan) would otherwise read the same lifecycle and both insert or overwrite it.
+            session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _COMPLETE_LOCK_KEY})
+        claimed = session.execute(
+            update(ScanRun)
+            .where(col(ScanRun.id) == run_id, col(ScanRun.status) == RUNNING)
+            .values(
+                status=COMPLETE,
+                finished_at=when,
+                n_findings=len(records),
+                n_pass=counts[Status.PASS.value],
+                n_fail=counts[Status.FAIL.value],
+                n_error=counts[Status.ERROR.value],
+                n_not_applicable=counts[Status.NOT_APPLICABLE.value],
+                n_waived=counts[Status.WAIVED.value],
+            )
+            .execution_options(synchronize_session=False)
+        )
+        if _rowcount(claimed) != 1:
+            raise RunNoLongerRunning(f"run {run_id} is no longer running (interrupted or completed by another process)")
         fps = [r.fingerprint for r in records]
         existing: dict[str, FindingState] = {}
         for chunk in _chunks(fps):
@@ -200,13 +247,14 @@ def complete_run(
                 select(FindingState).where(col(FindingState.fingerprint).in_(chunk))
             ).scalars():
                 existing[state.fingerprint] = state
+        failed_before = _failed_before(session, records, existing)
         finding_rows: list[dict[str, Any]] = []
         digests: dict[str, str] = {}
         new_states: list[dict[str, Any]] = []
         for rec in records:
             status = rec.status.value
             prev = existing.get(rec.fingerprint)
-            change = _change(prev, status)
+            change = lifecycle.change_label(prev.status if prev else None, status, rec.fingerprint in failed_before)
             changes[change] += 1
             digest = verdict_digest(status, rec.message, rec.evidence)
             if prev is None or prev.verdict_digest != digest or prev.finding_id is None:
@@ -259,17 +307,20 @@ def complete_run(
                 if bad:
                     if prev.first_seen_at is None:
                         prev.first_seen_at = when
-                    if change == "regressed":
+                    if change == lifecycle.REGRESSED:
                         prev.times_reopened += 1
                         prev.resolved_at = None
                     prev.last_seen_at = when
-                elif change == "fixed":
+                elif change in (lifecycle.FIXED, lifecycle.REASSESSED):  # turned compliant
                     prev.resolved_at = when
         if new_states:
             session.execute(insert(FindingState), new_states)
         if finding_rows:
             session.flush()
-            session.execute(insert(Finding), finding_rows)
+            for i in range(0, len(finding_rows), _CHUNK):
+                session.execute(insert(Finding), finding_rows[i : i + _CHUNK])
+                if i == 0:
+                    kill_point("mid_findings")
             ids: dict[str, int] = {}
             for chunk in _chunks([r["fingerprint"] for r in finding_rows]):
                 stmt = select(col(Finding.fingerprint), col(Finding.id)).where(
@@ -280,27 +331,12 @@ def complete_run(
                 update(FindingState),
                 [{"fingerprint": fp, "finding_id": ids[fp], "verdict_digest": d} for fp, d in digests.items()],
             )
-        aggs = _system_aggregates(run_id, records)
+        aggs = _family_aggregates(run_id, records)
         if aggs:
-            session.execute(insert(RunSystemAgg), aggs)
-        marked = session.execute(
-            update(ScanRun)
-            .where(col(ScanRun.id) == run_id, col(ScanRun.status) == RUNNING)
-            .values(
-                status=COMPLETE,
-                finished_at=when,
-                n_findings=len(records),
-                n_pass=counts[Status.PASS.value],
-                n_fail=counts[Status.FAIL.value],
-                n_error=counts[Status.ERROR.value],
-                n_not_applicable=counts[Status.NOT_APPLICABLE.value],
-                n_waived=counts[Status.WAIVED.value],
-            )
-        )
-        if (
-            cast(CursorResult[Any], marked).rowcount != 1
-        ):  # raising rolls the whole transaction back: nothing of this run is stored
-            raise RunNoLongerRunning(f"run {run_id} was marked interrupted by another process before it completed")
+            session.execute(insert(RunFamilyAgg), aggs)
+        session.flush()  # what COMMIT would flush anyway; sent now so the kill point below is "just before COMMIT"
+        kill_point("before_commit")
+    kill_point("after_commit")
     return RunSummary(run_id=run_id, status=COMPLETE, counts=dict(counts), changes=dict(changes))
 
 

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine
 
+from scanner.models import Status
+from scanner.report.i18n import LABELS
+from scanner.report.notices import due_notices
 from scanner.report.render import render_reports
 from scanner.report.scoring import score
 from scanner.report.views import region_page
-from scanner.store import queries
+from scanner.results import FindingRecord, RunMeta
+from scanner.store import lifecycle, queries, repo
 from scanner.store.db import open_store
 from tests.report.history import HOSTILE, NOW, build_history, week
 
@@ -43,6 +48,37 @@ def test_what_changed_since_the_previous_scan(store: Engine) -> None:
     assert [(f.control_id, f.system_id) for f in page.regressions] == [("TLS-01", "epj")]
     assert [(f.control_id, f.system_id) for f in page.reactivated] == [("TLS-07", "pacs")]
     assert page.resolved == [] and page.new_failures == []
+    # pump TLS-07 passed, then could not be assessed: not a regression, and said so.
+    assert [(f.control_id, f.system_id) for f in page.unassessed] == [("TLS-07", "pump")]
+    assert page.confirmed == [] and page.reassessed == [] and page.no_longer_applicable == []
+
+
+def test_every_lifecycle_label_reads_in_english_and_danish(store: Engine, tmp_path: Path) -> None:
+    for label in lifecycle.LABELS:
+        entry = LABELS[f"change_{label}"]
+        assert entry["en"] and entry["da"] and entry["en"] != entry["da"], label
+    for label in ("confirmed", "reassessed", "unassessed", "no_longer_applicable"):
+        assert LABELS[label]["en"] and LABELS[label]["da"]
+    en = render_reports(store, tmp_path / "en", now=NOW)[0].read_text()
+    assert 'data-testid="changes-unassessed">1<' in en and "Could no longer be assessed (1)" in en
+    assert '<span data-change="unassessed">could no longer be assessed</span>' in en
+    da = render_reports(store, tmp_path / "da", language="da", now=NOW)[0].read_text()
+    assert "Kunne ikke længere vurderes (1)" in da and '<span data-change="regressed">fejler igen</span>' in da
+
+
+def test_a_newly_confirmed_critical_failure_is_noticed(tmp_path: Path) -> None:
+    """error → fail of a critical control was `unchanged` before: now `confirmed`, and a new-critical notice."""
+    engine = open_store(f"sqlite:///{tmp_path / 'c.db'}")
+    meta = RunMeta("0.1.0", "c" * 64, "i" * 64, "f" * 64, {}, ["r1"], "h", 1)
+    for n, status in enumerate((Status.ERROR, Status.FAIL)):
+        when = NOW - timedelta(days=2 - n)
+        record = FindingRecord(
+            "TLS-04", "tls", "critical", "r1", "pump", "pump/mgmt", "high", status, f"{status.value}", {}
+        )
+        repo.complete_run(engine, repo.start_run(engine, meta, when), [record], when)
+    (latest,) = queries.latest_findings(engine, "r1")
+    assert latest.change == "confirmed"
+    assert [n.kind for n in due_notices(engine, NOW)] == ["new_critical"]
 
 
 def test_waivers_sla_certificates_logs_and_lenses(store: Engine) -> None:

@@ -32,20 +32,24 @@ def run_once(engine: Engine, records: list[FindingRecord], at: datetime) -> dict
 
 
 def test_lifecycle_new_unchanged_fixed_regressed(engine: Engine) -> None:
+    day = timedelta(days=1)
     assert run_once(engine, [rec(Status.FAIL), rec(Status.PASS, "TLS-02")], T0) == {"new": 1, "unchanged": 1}
-    assert run_once(engine, [rec(Status.FAIL), rec(Status.PASS, "TLS-02")], T0 + timedelta(days=1)) == {"unchanged": 2}
-    assert run_once(engine, [rec(Status.PASS), rec(Status.PASS, "TLS-02")], T0 + timedelta(days=2)) == {
+    assert run_once(engine, [rec(Status.FAIL), rec(Status.PASS, "TLS-02")], T0 + day) == {"unchanged": 2}
+    assert run_once(engine, [rec(Status.PASS), rec(Status.PASS, "TLS-02")], T0 + 2 * day) == {
         "fixed": 1,
         "unchanged": 1,
     }
-    assert run_once(engine, [rec(Status.ERROR), rec(Status.FAIL, "TLS-02")], T0 + timedelta(days=3)) == {
-        "regressed": 1,
-        "new": 1,
+    # TLS-01 failed before (failing again); TLS-02 never did (a first failure).
+    assert run_once(engine, [rec(Status.FAIL), rec(Status.FAIL, "TLS-02")], T0 + 3 * day) == {"regressed": 1, "new": 1}
+    assert run_once(engine, [rec(Status.ERROR), rec(Status.ERROR, "TLS-02")], T0 + 4 * day) == {"unassessed": 2}
+    assert run_once(engine, [rec(Status.FAIL), rec(Status.NOT_APPLICABLE, "TLS-02")], T0 + 5 * day) == {
+        "confirmed": 1,
+        "no_longer_applicable": 1,
     }
     state = {f.control_id: f for f in queries.latest_findings(engine, "r1")}
-    assert state["TLS-01"].status == "error"
+    assert state["TLS-01"].status == "fail" and state["TLS-01"].change == "confirmed"
     assert state["TLS-01"].first_seen_at == T0 + timedelta(minutes=1)
-    assert state["TLS-01"].last_verified_at == T0 + timedelta(days=3, minutes=1)
+    assert state["TLS-01"].last_verified_at == T0 + 5 * day + timedelta(minutes=1)
     with engine.connect() as conn:
         reopened = conn.execute(
             text("select times_reopened, resolved_at from finding_state where control_id='TLS-01'")
@@ -100,7 +104,7 @@ def test_opening_twice_is_idempotent(store_url: str) -> None:
     with engine.connect() as conn:
         heads = set(conn.exec_driver_sql("select version_num from alembic_version").scalars())
     engine.dispose()
-    assert heads == known_heads() == {"0005"}  # one linear history after the merge revision
+    assert heads == known_heads() == {"0006"}  # one linear history after the merge revision
 
 
 def test_a_run_interrupted_by_another_process_is_not_completed(store_url: str) -> None:
