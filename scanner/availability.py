@@ -201,10 +201,16 @@ class EndpointCheck(Strict):
     """How to sample one endpoint, when the protocol's default is not right."""
 
     method: SampleMethod | None = Field(None, description="tcp, tls, http, fhir or dicom (default: by protocol).")
-    path: str | None = Field(None, pattern=r"^/[!-~]*$", description="HTTP path (default / ; FHIR /metadata).")
+    path: str | None = Field(
+        None, pattern=r"^/[!-~]*$", description="HTTP path (default / ; FHIR <endpoint path>/metadata)."
+    )
     expect_status: list[int] | None = Field(None, description="HTTP statuses that count as up (default: < 500).")
     keyword: str | None = Field(None, min_length=1, max_length=200, description="Text the body must contain.")
-    ae_title: str | None = Field(None, max_length=16, description="DICOM called AE title (default ANY-SCP).")
+    ae_title: str | None = Field(
+        None,
+        max_length=16,
+        description="The DICOM node's own (called) AE title, also used by EXP-02 (default ANY-SCP).",
+    )
 
 
 class SystemAvailability(Strict):

@@ -38,6 +38,28 @@ TLS_PROTOCOLS = frozenset(
 )
 
 
+PATH_PROTOCOLS = frozenset({EndpointProtocol.FHIR})  # endpoints whose probes ask for URLs under a base path
+_PATH_CHARS = re.compile(r"^/(?:[A-Za-z0-9._~!$&'()*+,;=:@/-]|%[0-9A-Fa-f]{2})*$")  # RFC 3986 path characters
+
+
+def check_base_path(value: str) -> str:
+    """A URL path the endpoint's API lives under: '/', '/fhir', '/baseR4' (a trailing '/' is dropped).
+
+    No query or fragment, no '.' or '..' segments (also percent-encoded), no empty segments: the probe
+    appends '/metadata' and '/<Resource>?...' to it and must stay under the declared base.
+    """
+    if "?" in value or "#" in value:
+        raise ValueError(f"'{value}' has a query or fragment: declare only the base path, e.g. /fhir")
+    if not _PATH_CHARS.match(value):
+        raise ValueError(f"'{value}' is not a URL path: it must start with '/' and use URL path characters only")
+    trimmed = value.rstrip("/") or "/"
+    segments = trimmed.split("/")[1:]
+    decoded = [s.lower().replace("%2e", ".") for s in segments]
+    if trimmed != "/" and ("" in segments or any(s in (".", "..") for s in decoded)):
+        raise ValueError(f"'{value}' has an empty, '.' or '..' segment: declare the base path itself, e.g. /fhir")
+    return trimmed
+
+
 def _check_host(value: str) -> str:
     """An IP address or an RFC 1123 hostname; nothing that could be read as an option or a range."""
     try:
@@ -61,12 +83,31 @@ class Endpoint(Strict):
     port: int = Field(ge=1, le=65535)
     protocol: EndpointProtocol
     server_name: str | None = Field(None, description="Hostname for SNI and certificate matching.")
+    path: str | None = Field(
+        None,
+        max_length=200,
+        description="Base path of the API, for fhir endpoints whose FHIR base is not '/' (e.g. /fhir, /baseR4): "
+        "the FHIR probe asks for <path>/metadata and searches under it, the availability sample for <path>/metadata.",
+    )
     tags: list[str] = Field(default_factory=list)
 
     @field_validator("host")
     @classmethod
     def _host(cls, value: str) -> str:
         return _check_host(value)
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str | None) -> str | None:
+        return None if value is None else check_base_path(value)
+
+    @model_validator(mode="after")
+    def _path_protocol(self) -> Endpoint:
+        if self.path is not None and self.protocol not in PATH_PROTOCOLS:
+            raise ValueError(
+                f"path is the base of a FHIR API: only {sorted(p.value for p in PATH_PROTOCOLS)} endpoints take one"
+            )
+        return self
 
     @field_validator("server_name")
     @classmethod

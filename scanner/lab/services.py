@@ -1,6 +1,8 @@
 """Lab servers for the patching and exposure controls: banner servers that present old and current
-SSH/HTTP products (nmap fingerprints them), a DICOM echo service (pynetdicom), an HL7 MLLP listener and
-a FHIR-like HTTPS server with good and bad CapabilityStatements.
+SSH/HTTP products (nmap fingerprints them), DICOM echo services (pynetdicom; plaintext on a standard and a
+non-standard port, over TLS accepting any AE title or checking called/calling AE titles, and a TLS front whose
+DICOM node is down), an HL7 MLLP listener and FHIR-like HTTPS servers with good and bad CapabilityStatements at
+the root and under a base path (/fhir).
 
 Each case binds its own loopback address 127.0.20.N (ephemeral ports), so a port sweep of one case's host
 sees only that case. Servers run as threads of the calling process::
@@ -36,6 +38,9 @@ DEMO_PORTS: Mapping[str, int] = {
     "dicom-tls": 2762,
     "telnet": 2323,
 }
+# DICOM listens on the standard ports in both layouts (nmap's dicom-ping runs there by itself; every case has its own
+# address, so they are free). A case with dicom_standard_port=False listens elsewhere: this port in the demo layout.
+DICOM_NONSTANDARD_DEMO_PORT = 11113
 CONNECTION_TIMEOUT_S = 3.0  # short: nmap probes that send no request terminator must not wait long
 
 _P, _F, _E, _N = "pass", "fail", "error", "not_applicable"
@@ -51,7 +56,12 @@ class ServiceCase:
     expect: Mapping[str, str] = field(default_factory=dict)
     extra_telnet: bool = False  # also listen on an undeclared port with a telnet-like banner
     fhir: str = ""  # "good" or "bad" CapabilityStatement
-    dicom_any_aet: bool = True
+    fhir_base: str = ""  # serve FHIR under this base path (e.g. "/fhir"); the inventory declares it as `path:`
+    dicom_any_aet: bool = True  # False: only associations addressed to the node's AE title (LABPACS)
+    dicom_calling_aets: tuple[str, ...] = ()  # only these calling AE titles are accepted (empty: any)
+    dicom_declared_aet: str = ""  # the node's AE title as the inventory declares it (availability.checks.*.ae_title)
+    dicom_standard_port: bool = True  # False: a port outside dicom-ping's portrule (nmap must force the script)
+    dicom_down: bool = False  # a TLS front whose DICOM node is down: handshake, then the request is never answered
     software: tuple[Mapping[str, str], ...] = ()  # inventory `software:` for the case's system
     description: str = ""
 
@@ -148,6 +158,59 @@ SERVICE_CASES: tuple[ServiceCase, ...] = (
         dicom_any_aet=False,
         description="DICOM over TLS, called AE title checked",
     ),
+    ServiceCase(
+        "dicom_nonstd",
+        "dicom",
+        expect={"EXP-02": _F},
+        dicom_standard_port=False,
+        description="plaintext DICOM on a non-standard port (nmap forces +dicom-ping), accepting any AE title",
+    ),
+    ServiceCase(
+        "dicom_tls_open",
+        "dicom-tls",
+        expect={"EXP-02": _F},
+        description="DICOM over TLS accepting any calling and called AE title",
+    ),
+    ServiceCase(
+        "dicom_tls_strict",
+        "dicom-tls",
+        expect={"EXP-02": _P},
+        dicom_any_aet=False,
+        dicom_calling_aets=("MODALITY1", "WORKSTATION1"),
+        dicom_declared_aet="LABPACS",
+        description="DICOM over TLS accepting only known calling AE titles, addressed to its own (declared) AE title",
+    ),
+    ServiceCase(
+        "dicom_tls_called_only",
+        "dicom-tls",
+        expect={"EXP-02": _F},
+        dicom_any_aet=False,
+        dicom_declared_aet="LABPACS",
+        description="DICOM over TLS checking only the called AE title: any calling AE title that knows it gets in",
+    ),
+    ServiceCase(
+        "dicom_tls_down",
+        "dicom-tls",
+        expect={"EXP-02": _E},
+        dicom_down=True,
+        description="a TLS front whose DICOM node is down: the association request is never answered",
+    ),
+    ServiceCase(
+        "fhir_good_base",
+        "fhir",
+        fhir="good",
+        fhir_base="/fhir",
+        expect={"EXP-04": _P, "LOG-06": _P},
+        description="as fhir_good, under the FHIR base /fhir (declared as the endpoint's path)",
+    ),
+    ServiceCase(
+        "fhir_bad_base",
+        "fhir",
+        fhir="bad",
+        fhir_base="/fhir",
+        expect={"EXP-04": _F, "LOG-06": _F},
+        description="as fhir_bad, under the FHIR base /fhir (declared as the endpoint's path)",
+    ),
 )
 SERVICE_CASES_BY_NAME: Mapping[str, ServiceCase] = {c.name: c for c in SERVICE_CASES}
 
@@ -236,6 +299,13 @@ def _serve_telnet(conn: socket.socket) -> None:
         conn.recv(4096)
 
 
+def _serve_silence(conn: socket.socket) -> None:
+    """Read the request, answer nothing: the connection ends by the lab's timeout or when the client gives up."""
+    with contextlib.suppress(OSError):
+        while conn.recv(4096):
+            pass
+
+
 def _serve_mllp(conn: socket.socket) -> None:
     buf = b""
     while b"\x1c" not in buf and len(buf) < 65536:
@@ -258,6 +328,11 @@ def _serve_fhir(conn: socket.socket, case: ServiceCase) -> None:
     path = parts[1] if len(parts) > 1 else "/"
     good = case.fhir == "good"
     fhir_json = "application/fhir+json"
+    if case.fhir_base:
+        if not path.startswith(case.fhir_base + "/"):  # outside the FHIR base: the web server's own 404
+            conn.sendall(_http_response("404 Not Found", b"<html>404 Not Found</html>", "text/html"))
+            return
+        path = path[len(case.fhir_base) :]
     if path.startswith("/metadata"):
         doc = _CAPABILITY_GOOD if good else _CAPABILITY_BAD
         conn.sendall(_http_response("200 OK", json.dumps(doc).encode(), fhir_json))
@@ -278,6 +353,23 @@ def _serve_fhir(conn: socket.socket, case: ServiceCase) -> None:
         conn.sendall(_http_response("200 OK", json.dumps(bundle).encode(), fhir_json))
 
 
+def demo_port(case: ServiceCase) -> int:
+    """The case's fixed port in the demo layout (the demo inventory declares it at 127.0.20.<position + 1>)."""
+    if case.kind in ("dicom", "dicom-tls") and not case.dicom_standard_port:
+        return DICOM_NONSTANDARD_DEMO_PORT
+    return DEMO_PORTS[case.kind]
+
+
+class _DeferredHandshakeContext(ssl.SSLContext):
+    """pynetdicom wraps each accepted socket in its accept loop: with the TLS handshake done there, one client that
+    connects and stays silent (nmap -sV's NULL probe) would stall every other client. Wrapped with this context, the
+    handshake happens on the association's first read, in its own thread (OpenSSL completes it implicitly)."""
+
+    def wrap_socket(self, sock: socket.socket, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
+        kwargs["do_handshake_on_connect"] = False
+        return super().wrap_socket(sock, *args, **kwargs)
+
+
 class ServiceLab:
     """Start every service case on its own 127.0.20.N address; stop them on exit."""
 
@@ -295,6 +387,8 @@ class ServiceLab:
         self._sockets: list[socket.socket] = []
         self._threads: list[threading.Thread] = []
         self._dicom_servers: list[Any] = []
+        # Case name → what its DICOM server saw: "established:<calling AE>", "c_echo:…", "released:…", "aborted:…"
+        self.dicom_events: dict[str, list[str]] = {}
         self.pki: LabPKI | None = None
 
     def __enter__(self) -> ServiceLab:
@@ -333,11 +427,13 @@ class ServiceLab:
         assert self.pki is not None
         return self.pki.ca_bundle
 
-    def _tls_context(self, name: str) -> ssl.SSLContext:
+    def _tls_context(self, name: str, deferred: bool = False) -> ssl.SSLContext:
         assert self.pki is not None
         server_name = f"{name.replace('_', '-')}.lab.hcscan.test"
         issued = self.pki.issue(CertSpec(), server_name, name)
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx = (
+            _DeferredHandshakeContext(ssl.PROTOCOL_TLS_SERVER) if deferred else ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        )
         ctx.load_cert_chain(str(issued.chain_pem), str(issued.key_pem))
         return ctx
 
@@ -408,15 +504,34 @@ class ServiceLab:
         from pynetdicom import AE, evt
         from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
+        # nmap runs dicom-ping by itself only on the DICOM ports (104, 2345, 2761, 2762, 4242, 11112); every case
+        # has its own address, so the standard unprivileged ports are free to use. A non-standard case gets an
+        # ephemeral port (the demo: 11113), where hcscan must force the script with "+dicom-ping".
+        port = demo_port(case) if self.layout == "demo" or case.dicom_standard_port else 0
+        ctx = self._tls_context(case.name, deferred=True) if case.kind == "dicom-tls" else None
+        if case.dicom_down:
+            assert ctx is not None
+            return self._listen(address, _serve_silence, ctx, port)
         ae = AE(ae_title="LABPACS")
         ae.add_supported_context(Verification)
         ae.require_called_aet = not case.dicom_any_aet  # True: only associations addressed to LABPACS
-        # nmap runs dicom-ping only on the DICOM ports (104, 2761, 2762, 4242, 11112) unless -sV named the
-        # service; every case has its own address, so the standard unprivileged ports are free to use.
-        port = 2762 if case.kind == "dicom-tls" else 11112
-        ctx = self._tls_context(case.name) if case.kind == "dicom-tls" else None
+        ae.require_calling_aet = list(case.dicom_calling_aets)
+        events = self.dicom_events.setdefault(case.name, [])
+
+        def record(event: Any) -> None:  # e.g. "released:HCSCAN-UNKNOWN", for tests of what a probe sent
+            events.append(f"{event.event.name.removeprefix('EVT_').lower()}:{event.assoc.requestor.ae_title}")
+
+        def echo(event: Any) -> int:
+            record(event)
+            return 0x0000
+
+        watched = (evt.EVT_ESTABLISHED, evt.EVT_REJECTED, evt.EVT_RELEASED, evt.EVT_ABORTED)
         server = ae.start_server(
-            (address, port), block=False, ssl_context=ctx, evt_handlers=[(evt.EVT_C_ECHO, lambda event: 0x0000)]
+            (address, port),
+            block=False,
+            ssl_context=ctx,
+            evt_handlers=[(evt.EVT_C_ECHO, echo), *((e, record) for e in watched)],
         )
+        assert server is not None  # block=False: the server runs in its own thread
         self._dicom_servers.append(server)
-        return port
+        return int(server.server_address[1])

@@ -24,7 +24,7 @@ from typing import Any
 from scanner.availability import EndpointCheck, SampleMethod, SystemAvailability, default_method
 from scanner.models import EndpointProtocol
 from scanner.probes.base import SYSTEM_LEVEL, FactSpec, Target
-from scanner.probes.http import lenient_tls_context
+from scanner.probes.http import declared_base_path, lenient_tls_context
 
 MAX_HEAD_BYTES = 16 * 1024
 MAX_BODY_BYTES = 64 * 1024
@@ -196,7 +196,7 @@ class AvailabilitySampler:
 async def _http_check(plan: _Plan, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     t = plan.target
     fhir = plan.method == "fhir"
-    path = plan.check.path or ("/metadata" if fhir else "/")
+    path = plan.check.path or (declared_base_path(t) + "/metadata" if fhir else "/")
     host = t.server_name or (f"[{t.address}]" if ":" in t.address else t.address)
     accept = "application/fhir+json, application/json;q=0.9" if fhir else "*/*"
     request = (

@@ -1,9 +1,11 @@
 """Health-protocol exposure probes: DICOM (EXP-02), HL7 v2 over MLLP (EXP-03) and FHIR (EXP-04, LOG-06).
 
-Each sends as little as it can: DICOM gets one association request through nmap's safe `dicom-ping`
-(never a C-STORE, never `dicom-brute`); MLLP gets a TLS handshake attempt and, on non-fragile systems, one
-HL7 ACK frame (an acknowledgement, which a receiver does not file as clinical data); FHIR gets
-`GET /metadata`, `GET /.well-known/smart-configuration` and one `_summary=count` search without credentials.
+Each sends as little as it can: DICOM gets one association request with an unknown calling AE title — through
+nmap's safe `dicom-ping` in the clear (forced with `+` on ports outside its portrule), through pynetdicom over TLS
+(A-ASSOCIATE, a C-ECHO on non-fragile systems, A-RELEASE) — never a C-STORE, never `dicom-brute`; MLLP gets a TLS
+handshake attempt and, on non-fragile systems, one HL7 ACK frame (an acknowledgement, which a receiver does not
+file as clinical data); FHIR gets `GET <base>/metadata`, `GET <base>/.well-known/smart-configuration` and one
+`_summary=count` search under the declared base without credentials.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import re
 import socket
 import ssl
 import threading
@@ -19,12 +22,13 @@ import traceback
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import requests
 import urllib3
 from urllib3.exceptions import InsecureRequestWarning
 
+from scanner.probes.availability import plan_for
 from scanner.probes.base import (
     FactSpec,
     JSONValue,
@@ -35,7 +39,7 @@ from scanner.probes.base import (
     ProbeOutcome,
     Target,
 )
-from scanner.probes.http import bounded_session, read_capped
+from scanner.probes.http import bounded_session, declared_base_path, lenient_tls_context, read_capped
 from scanner.probes.nmap import NmapArgumentError, NmapError, NseValue, parse_nmap_xml, run_nmap
 
 USER_AGENT = "hcscan/0.1 (compliance scanner; +declared-inventory-only)"
@@ -117,24 +121,205 @@ def _concurrently(
 # ---------------------------------------------------------------------------------------------
 # DICOM
 
+# The ports nmap 7.93's dicom-ping runs on by itself (its portrule); elsewhere it is forced with "+dicom-ping".
+DICOM_PING_PORTS: frozenset[int] = frozenset({104, 2345, 2761, 2762, 4242, 11112})
+PROBE_CALLING_AET = "HCSCAN-UNKNOWN"  # a calling AE title no archive has any reason to know
+DEFAULT_CALLED_AET = "ANY-SCP"  # nmap's default called AE title, used when the node's own is not declared
+_NMAP_ARG_AET = re.compile(r"^[A-Za-z0-9_.:/@+-]{1,16}$")  # what nmap --script-args can carry unquoted
+# A-ASSOCIATE-RJ that says "I check AE titles": permanent, by the service user, for no reason / a calling or
+# called AE title it does not recognise. Anything else (transient, congestion, protocol) says nothing about them.
+_AET_REJECT_DIAGNOSTICS = frozenset({1, 3, 7})
+_METHOD_TLS = "A-ASSOCIATE over TLS (pynetdicom)"
+
+
+def declared_called_aet(t: Target) -> str | None:
+    """The node's own AE title, if the inventory declares it (`availability.checks.<endpoint>.ae_title`)."""
+    return plan_for(t).check.ae_title or None
+
 
 def dicom_ping_facts(data: NseValue, output: str) -> dict[str, JSONValue]:
-    """Facts from nmap's dicom-ping result: {dicom: "DICOM Service Provider discovered!", config: ...}."""
+    """Facts from nmap's dicom-ping result: {dicom: "DICOM Service Provider discovered!", config: ...}.
+
+    dicom-ping reports "Any AET is accepted (Insecure)" when the association was accepted and "Called AET check
+    enabled" when it was rejected; without either the AE-title check could not be assessed.
+    """
     fields = data if isinstance(data, dict) else {}
     config = str(fields.get("config", ""))
     discovered = "discovered" in str(fields.get("dicom", "")).lower() or "discovered" in output.lower()
-    any_aet = None
-    if config:
-        any_aet = "any aet is accepted" in config.lower()
+    lowered = config.lower()
+    check = "accepted" if "any aet is accepted" in lowered else "rejected" if "aet check enabled" in lowered else None
+    detail = config or "no answer to the association request (not DICOM, or the association was aborted)"
     return {
         "dicom.service": discovered,
-        "dicom.any_aet_accepted": any_aet,
+        "dicom.any_aet_accepted": None if check is None else check == "accepted",
+        "dicom.aet_check": check,
+        "dicom.aet_check_detail": detail[:300],
+        "dicom.reject_reason": None,
+        "dicom.echo_status": None,
         "dicom.ping_output": output.strip()[:500],
     }
 
 
+class _HangUp:
+    """Shuts an association's TLS socket down, at once or when the overall budget is spent.
+
+    pynetdicom clears the socket timeout once connected and reads only when select() says "readable"; over TLS a
+    record that carries no application data (a TLS 1.3 session ticket) makes its reader block for good when the
+    peer then stays silent, and aborting waits for that reader. Shutting the socket down ends the read."""
+
+    def __init__(self, negotiation_s: float, budget_s: float) -> None:
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._fired = False
+        self._established = threading.Event()
+        # Not established when connect + A-ASSOCIATE answer are over: pynetdicom has given up, hang up for it.
+        self._timers = [threading.Timer(negotiation_s, self._unless_established), threading.Timer(budget_s, self.now)]
+        for timer in self._timers:
+            timer.daemon = True
+            timer.start()
+
+    def track(self, event: Any) -> None:
+        """pynetdicom EVT_CONN_OPEN handler: remember the connection's socket."""
+        sock = event.assoc.dul.socket.socket
+        with self._lock:
+            self._sockets.append(sock)
+            fired = self._fired
+        if fired:
+            _shutdown_raw(sock)
+
+    def established(self, event: Any) -> None:
+        """pynetdicom EVT_ESTABLISHED handler: the exchange may take its whole budget."""
+        self._established.set()
+
+    def _unless_established(self) -> None:
+        if not self._established.is_set():
+            self.now()
+
+    def now(self) -> None:
+        for timer in self._timers:
+            timer.cancel()
+        with self._lock:
+            self._fired = True
+            sockets = list(self._sockets)
+        for sock in sockets:
+            _shutdown_raw(sock)
+
+
+def _shutdown_raw(sock: socket.socket) -> None:
+    # The TCP socket under the TLS layer (SSLSocket.shutdown would tear the TLS object from under its reader). A
+    # closed socket has fileno -1: this never touches a descriptor that has since been reused.
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+def dicom_tls_association(t: Target, called: str | None) -> dict[str, JSONValue]:
+    """Ask for one association over TLS with an unknown calling AE title: A-ASSOCIATE, then C-ECHO (not on fragile
+    systems) and A-RELEASE. Never anything that stores. Certificates are not judged here (the TLS family does).
+    Each step waits at most the system's timeout; the whole exchange at most four of them."""
+    from pynetdicom import AE, evt  # imported here: it loads pydicom, which most commands never need
+    from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+    called_aet = called or DEFAULT_CALLED_AET
+    timeout = t.politeness.timeout_s
+    facts: dict[str, JSONValue] = {
+        "dicom.aet_check_method": _METHOD_TLS,
+        "dicom.calling_aet": PROBE_CALLING_AET,
+        "dicom.called_aet": called_aet,
+        "dicom.service": None,
+        "dicom.any_aet_accepted": None,
+        "dicom.aet_check": None,
+        "dicom.reject_reason": None,
+        "dicom.echo_status": None,
+        "dicom.ping_output": None,
+    }
+    ae = AE(ae_title=PROBE_CALLING_AET)
+    ae.add_requested_context(Verification)
+    ae.connection_timeout = ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
+    # connect + handshake and the A-ASSOCIATE answer; then C-ECHO and A-RELEASE (a little slack for the threads)
+    hang_up = _HangUp(2 * timeout + 0.5, 4 * timeout + 0.5)
+    try:
+        tls_args = (lenient_tls_context(), cast(str, t.server_name))  # None: no SNI, as for the handshake test
+        assoc: Any = ae.associate(
+            t.address,
+            t.port,
+            ae_title=called_aet,
+            tls_args=tls_args,
+            evt_handlers=[(evt.EVT_CONN_OPEN, hang_up.track), (evt.EVT_ESTABLISHED, hang_up.established)],
+        )
+        answer = assoc.acceptor.primitive  # the A-ASSOCIATE-AC or -RJ; None if none arrived
+        result = getattr(answer, "result", None)
+        if assoc.is_established or result == 0x00:
+            facts |= _accepted(assoc, called_aet, t.politeness.fragile)
+        elif assoc.is_rejected and answer is not None:
+            facts |= _rejected(answer, called)
+        else:
+            facts["dicom.aet_check_detail"] = (
+                f"no A-ASSOCIATE answer over TLS within {timeout:g}s, or the peer aborted the association"
+            )
+    except (OSError, ValueError) as exc:
+        facts["dicom.aet_check_detail"] = f"association over TLS failed: {type(exc).__name__}: {exc}"[:300]
+    finally:
+        hang_up.now()  # released, rejected or given up: nothing more to say (and no reader left blocked)
+        ae.shutdown()
+    return facts
+
+
+def _accepted(assoc: Any, called_aet: str, fragile: bool) -> dict[str, JSONValue]:
+    # Short, the essentials first: control messages show the first 120 characters (the evidence keeps it all).
+    detail = f"accepted: calling {PROBE_CALLING_AET} to called {called_aet}"
+    echo: int | None = None
+    if assoc.is_established:
+        try:
+            if fragile:
+                detail += "; no C-ECHO sent (fragile system)"
+            else:
+                status = assoc.send_c_echo()
+                code = getattr(status, "Status", None)
+                echo = int(code) if isinstance(code, int) else None
+                detail += "; C-ECHO " + (f"status 0x{echo:04X}" if echo is not None else "not answered")
+        finally:
+            assoc.release()
+    else:
+        detail += " (then aborted: Verification was not among the accepted presentation contexts)"
+    return {
+        "dicom.service": True,
+        "dicom.any_aet_accepted": True,
+        "dicom.aet_check": "accepted",
+        "dicom.aet_check_detail": detail,
+        "dicom.echo_status": echo,
+    }
+
+
+def _rejected(answer: Any, called: str | None) -> dict[str, JSONValue]:
+    result, source, diagnostic = answer.result, answer.result_source, answer.diagnostic
+    why = f"{answer.reason_str} ({answer.result_str}, {answer.source_str})"
+    if result == 0x01 and source == 0x01 and diagnostic in _AET_REJECT_DIAGNOSTICS:
+        detail = f"rejected: {why}; calling {PROBE_CALLING_AET} to called {called or DEFAULT_CALLED_AET}"
+        if diagnostic == 7 and called is None:
+            detail += (
+                " — only the called AE title was tested: declare the node's own (availability.checks.<endpoint>"
+                ".ae_title) to test calling AE titles"
+            )
+        return {
+            "dicom.service": True,
+            "dicom.any_aet_accepted": False,
+            "dicom.aet_check": "rejected",
+            "dicom.aet_check_detail": detail,
+            "dicom.reject_reason": str(answer.reason_str),
+        }
+    return {
+        "dicom.service": True,
+        "dicom.reject_reason": str(answer.reason_str),
+        "dicom.aet_check_detail": f"rejected for a reason other than AE titles: {why}",
+    }
+
+
 class DicomProbe:
-    """Is DICOM spoken in the clear, and does it accept any calling/called AE title (nmap dicom-ping)?"""
+    """Is DICOM spoken in the clear, and does it accept an association from an unknown calling AE title?
+
+    Plaintext: nmap's safe `dicom-ping` (forced with `+` on ports outside its portrule). TLS: one association
+    with pynetdicom over TLS (dicom-ping cannot speak TLS). Only A-ASSOCIATE, C-ECHO and A-RELEASE are sent.
+    """
 
     kind: ClassVar[str] = "dicom"
     protocols: ClassVar[frozenset[str]] = frozenset({"dicom", "dicom-tls"})
@@ -144,82 +329,94 @@ class DicomProbe:
         FactSpec(
             "dicom.any_aet_accepted",
             "bool",
-            "nmap dicom-ping: an association with an arbitrary AE title was accepted (no AE title check).",
+            "An association from an unknown calling AE title was accepted (true) or rejected (false); "
+            "null: could not be assessed.",
             True,
+        ),
+        FactSpec(
+            "dicom.aet_check",
+            "str",
+            "'accepted' (the node accepted an unknown calling AE title) or 'rejected'; null: could not be assessed "
+            "(no answer, aborted, rejected for another reason) — dicom.aet_check_detail says why.",
+            True,
+        ),
+        FactSpec("dicom.aet_check_detail", "str", "What the association attempt saw, in words (evidence)."),
+        FactSpec(
+            "dicom.aet_check_method",
+            "str",
+            "How: 'nmap dicom-ping', 'nmap +dicom-ping (non-standard port)' or 'A-ASSOCIATE over TLS (pynetdicom)'.",
+        ),
+        FactSpec("dicom.calling_aet", "str", "The calling AE title hcscan sent (one the node should not know)."),
+        FactSpec(
+            "dicom.called_aet",
+            "str",
+            "The called AE title sent: the declared availability.checks.<endpoint>.ae_title, else ANY-SCP.",
+        ),
+        FactSpec(
+            "dicom.reject_reason",
+            "str",
+            "Reason of an A-ASSOCIATE-RJ over TLS (e.g. 'Calling AE title not recognised').",
+            True,
+        ),
+        FactSpec(
+            "dicom.echo_status", "int", "Status of the C-ECHO over an accepted TLS association (0: success).", True
         ),
         FactSpec("dicom.ping_output", "str", "nmap dicom-ping output (evidence).", True),
         FactSpec("dicom.nmap_xml_sha256", "str", "SHA-256 of the raw nmap XML of the dicom-ping run.", True),
     )
 
     def gather(self, targets: Sequence[Target], ctx: ProbeContext) -> dict[str, ProbeOutcome]:
-        tls: dict[str, bool] = {}
-        results: dict[str, ProbeOutcome] = {}
-        for key, outcome in _concurrently(targets, ctx, self._tls).items():
-            if isinstance(outcome, ProbeError):
-                results[key] = outcome
-            else:
-                tls[key] = bool(outcome.facts["dicom.tls"])
-        plain = [t for t in targets if t.key in tls and not tls[t.key]]
-        pings = self._ping(plain, ctx)
-        for t in targets:
-            if t.key in results:
-                continue
-            if tls[t.key]:
-                # nmap 7.93's dicom-ping does not speak TLS; the association is not tried over TLS.
-                results[t.key] = ProbeFacts(
-                    {
-                        "dicom.tls": True,
-                        "dicom.service": None,
-                        "dicom.any_aet_accepted": None,
-                        "dicom.ping_output": None,
-                    }
-                )
-            else:
-                ping = pings.get(t.key)
-                if isinstance(ping, ProbeError):
-                    results[t.key] = ping
-                else:
-                    results[t.key] = ProbeFacts({"dicom.tls": False, **(ping or {})})
-        return results
+        # One lane per system (one connection at a time to a fragile device), systems side by side.
+        return _concurrently(targets, ctx, lambda t: self._one(t, ctx))
 
     @staticmethod
-    def _tls(t: Target) -> ProbeOutcome:
-        r = tls_handshake(t.address, t.port, t.politeness.timeout_s, t.server_name)
-        return r if isinstance(r, ProbeError) else ProbeFacts({"dicom.tls": r})
+    def _one(t: Target, ctx: ProbeContext) -> ProbeOutcome:
+        tls = tls_handshake(t.address, t.port, t.politeness.timeout_s, t.server_name)
+        if isinstance(tls, ProbeError):
+            return tls
+        called = declared_called_aet(t)
+        if tls:
+            return ProbeFacts({"dicom.tls": True, **dicom_tls_association(t, called)})
+        ping = DicomProbe._ping(t, ctx, called)
+        return ping if isinstance(ping, ProbeError) else ProbeFacts({"dicom.tls": False, **ping})
 
     @staticmethod
-    def _ping(targets: Sequence[Target], ctx: ProbeContext) -> dict[str, dict[str, JSONValue] | ProbeError]:
-        out: dict[str, dict[str, JSONValue] | ProbeError] = {}
-        for t in targets:  # one small nmap run per endpoint: each keeps its own system's politeness
-            try:
-                run = run_nmap(
-                    [t.address],
-                    [t.port],
-                    scripts=["dicom-ping"],
-                    politeness=t.politeness,
-                    timeout_s=max(10.0, t.politeness.timeout_s * 2),
-                    nmap_path=ctx.nmap_path,
-                )
-                scan = parse_nmap_xml(run.xml)
-            except NmapError as exc:
-                out[t.key] = ProbeError(exc.reason, exc.detail)
-                continue
-            except NmapArgumentError as exc:
-                out[t.key] = ProbeError(ProbeErrorReason.INTERNAL, str(exc))
-                continue
-            port = scan.ports.get((t.address, t.port))
-            if port is None or port.state != "open":
-                state = port.state if port else "missing"
-                out[t.key] = ProbeError(
-                    ProbeErrorReason.REFUSED if state == "closed" else ProbeErrorReason.TIMEOUT, state
-                )
-                continue
-            script = port.scripts.get("dicom-ping")
-            if script is None:
-                out[t.key] = {"dicom.service": False, "dicom.any_aet_accepted": None, "dicom.ping_output": None}
-            else:
-                out[t.key] = dicom_ping_facts(script.data, script.output) | {"dicom.nmap_xml_sha256": run.xml_sha256}
-        return out
+    def _ping(t: Target, ctx: ProbeContext, called: str | None) -> dict[str, JSONValue] | ProbeError:
+        """One small nmap dicom-ping run for one endpoint, with its own system's politeness."""
+        forced = t.port not in DICOM_PING_PORTS
+        args = {"dicom.calling_aet": PROBE_CALLING_AET}
+        called_aet = DEFAULT_CALLED_AET
+        if called and _NMAP_ARG_AET.match(called):
+            args["dicom.called_aet"] = called_aet = called
+        try:
+            run = run_nmap(
+                [t.address],
+                [t.port],
+                scripts=["+dicom-ping" if forced else "dicom-ping"],
+                script_args=args,
+                politeness=t.politeness,
+                timeout_s=max(10.0, t.politeness.timeout_s * 2),
+                nmap_path=ctx.nmap_path,
+            )
+            scan = parse_nmap_xml(run.xml)
+        except NmapError as exc:
+            return ProbeError(exc.reason, exc.detail)
+        except NmapArgumentError as exc:
+            return ProbeError(ProbeErrorReason.INTERNAL, str(exc))
+        port = scan.ports.get((t.address, t.port))
+        if port is None or port.state != "open":
+            state = port.state if port else "missing"
+            return ProbeError(ProbeErrorReason.REFUSED if state == "closed" else ProbeErrorReason.TIMEOUT, state)
+        facts: dict[str, JSONValue] = {
+            "dicom.aet_check_method": "nmap +dicom-ping (non-standard port)" if forced else "nmap dicom-ping",
+            "dicom.calling_aet": PROBE_CALLING_AET,
+            "dicom.called_aet": called_aet,
+            "dicom.nmap_xml_sha256": run.xml_sha256,
+        }
+        script = port.scripts.get("dicom-ping")
+        if script is None:  # dicom-ping says nothing when the association neither succeeded nor was rejected
+            return facts | dicom_ping_facts({}, "") | {"dicom.service": False, "dicom.ping_output": None}
+        return facts | dicom_ping_facts(script.data, script.output)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -291,6 +488,7 @@ class MllpProbe:
 # FHIR
 
 _SMART_CODES = frozenset({"smart-on-fhir", "oauth"})
+_RESOURCE_TYPE = re.compile(r"^[A-Z][A-Za-z]{0,63}$")  # a FHIR resource type name, nothing a path could hide
 _SMART_EXTENSION = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
 
 
@@ -336,8 +534,9 @@ class FhirProbe:
     kind: ClassVar[str] = "fhir"
     protocols: ClassVar[frozenset[str]] = frozenset({"fhir"})
     facts: ClassVar[Sequence[FactSpec]] = (
-        FactSpec("fhir.metadata_status", "int", "HTTP status of GET /metadata."),
-        FactSpec("fhir.capability", "bool", "GET /metadata returned a CapabilityStatement."),
+        FactSpec("fhir.base_path", "str", "The FHIR base the requests went under: the endpoint's `path`, else '/'."),
+        FactSpec("fhir.metadata_status", "int", "HTTP status of GET <base>/metadata."),
+        FactSpec("fhir.capability", "bool", "GET <base>/metadata returned a CapabilityStatement."),
         FactSpec("fhir.fhir_version", "str", "fhirVersion of the CapabilityStatement.", True),
         FactSpec("fhir.security_services", "list[str]", "rest[].security.service codes and texts."),
         FactSpec(
@@ -345,9 +544,13 @@ class FhirProbe:
         ),
         FactSpec("fhir.resources", "list[str]", "Resource types the server declares."),
         FactSpec("fhir.audit_event_supported", "bool", "AuditEvent is among the declared resource types."),
-        FactSpec("fhir.smart_configuration_status", "int", "HTTP status of /.well-known/smart-configuration.", True),
         FactSpec(
-            "fhir.unauth_search_path", "str", "The search sent without credentials (e.g. /Patient?_summary=count)."
+            "fhir.smart_configuration_status", "int", "HTTP status of <base>/.well-known/smart-configuration.", True
+        ),
+        FactSpec(
+            "fhir.unauth_search_path",
+            "str",
+            "The search sent without credentials, under the base (e.g. /fhir/Patient?_summary=count).",
         ),
         FactSpec("fhir.unauth_search_status", "int", "HTTP status of that search (401/403: refused).", True),
         FactSpec("fhir.unauth_search_total", "int", "Bundle.total the unauthenticated search returned, if any.", True),
@@ -361,7 +564,8 @@ class FhirProbe:
     @staticmethod
     def _one(t: Target) -> ProbeOutcome:
         host = f"[{t.address}]" if ":" in t.address else t.address
-        base = f"https://{host}:{t.port}"
+        base_path = declared_base_path(t)  # "" for "/": every request below goes under the declared FHIR base
+        base = f"https://{host}:{t.port}{base_path}"
         headers = {"Accept": "application/fhir+json", "User-Agent": USER_AGENT}
         if t.server_name:
             headers["Host"] = t.server_name if t.port == 443 else f"{t.server_name}:{t.port}"
@@ -378,7 +582,7 @@ class FhirProbe:
                 ) as response:
                     return response.status_code, read_capped(response, MAX_BODY)
 
-            outcome = FhirProbe._ask(get, t.politeness.timeout_s)
+            outcome = FhirProbe._ask(get, t.politeness.timeout_s, base_path)
             if deadline.fired:
                 return ProbeError(
                     ProbeErrorReason.TIMEOUT, f"no complete answers within {overall_s:g}s (overall limit)"
@@ -386,21 +590,26 @@ class FhirProbe:
             return outcome
 
     @staticmethod
-    def _ask(get: Callable[[str], tuple[int, bytes]], timeout_s: float) -> ProbeOutcome:
+    def _ask(get: Callable[[str], tuple[int, bytes]], timeout_s: float, base_path: str = "") -> ProbeOutcome:
+        """The three requests, each relative to the FHIR base (`get` prefixes it; `base_path` is for the facts)."""
         try:
             meta_status, meta_body = get("/metadata")
             try:
                 doc = json.loads(meta_body) if meta_status == 200 else None
             except ValueError:
                 doc = None
-            facts: dict[str, JSONValue] = {"fhir.metadata_status": meta_status, **capability_facts(doc)}
+            facts: dict[str, JSONValue] = {
+                "fhir.base_path": base_path or "/",
+                "fhir.metadata_status": meta_status,
+                **capability_facts(doc),
+            }
             smart_status, _ = get("/.well-known/smart-configuration")
             facts["fhir.smart_configuration_status"] = smart_status
-            resources = facts["fhir.resources"]
-            resource = "Patient" if not resources or "Patient" in resources else str(resources[0])
+            resources = [r for r in facts["fhir.resources"] if _RESOURCE_TYPE.match(r)]  # names from the target
+            resource = "Patient" if not resources or "Patient" in resources else resources[0]
             path = f"/{resource}?_summary=count"
             search_status, search_body = get(path)
-            facts["fhir.unauth_search_path"] = path
+            facts["fhir.unauth_search_path"] = base_path + path
             facts["fhir.unauth_search_status"] = search_status
             total = None
             if search_status == 200:

@@ -217,6 +217,13 @@ def read_capped(response: requests.Response, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def declared_base_path(target: Target) -> str:
+    """The API base path the inventory declares for the endpoint (`path:`), without a trailing '/': '' for '/'."""
+    endpoint = target.declared.get("endpoint")
+    path = endpoint.get("path") if isinstance(endpoint, dict) else None
+    return path.rstrip("/") if isinstance(path, str) else ""
+
+
 # -- one request ----------------------------------------------------------------------------------
 
 

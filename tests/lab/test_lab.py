@@ -138,6 +138,30 @@ def test_demo_layout_table_matches_case_order() -> None:
         assert DEMO_LAYOUT[case.name] == (f"127.0.10.{i + 1}", port)
 
 
+def test_demo_inventory_agrees_with_the_service_lab_demo_layout() -> None:
+    """Every 127.0.20.N endpoint of inventory/*.yaml is case N of the service lab, on its demo port, declared as the
+    case needs (protocol, FHIR base path, DICOM AE title)."""
+    import yaml
+
+    from scanner.lab.services import SERVICE_CASES, SERVICE_LAB_NET, demo_port
+
+    checked = set()
+    for file in sorted((Path(__file__).resolve().parents[2] / "inventory").glob("*.yaml")):
+        for system in yaml.safe_load(file.read_text(encoding="utf-8")).get("systems") or []:
+            for ep in system["endpoints"]:
+                if not ep["host"].startswith(SERVICE_LAB_NET + "."):
+                    continue
+                case = SERVICE_CASES[int(ep["host"].rsplit(".", 1)[1]) - 1]
+                where = f"{file.name} {system['id']}/{ep['id']}"
+                assert ep["port"] == demo_port(case), where
+                assert ep["protocol"] == case.kind, where
+                assert ep.get("path") == (case.fhir_base or None), where
+                checks = (system.get("availability") or {}).get("checks") or {}
+                assert (checks.get(ep["id"]) or {}).get("ae_title") == (case.dicom_declared_aet or None), where
+                checked.add(case.name)
+    assert {"dicom_nonstd", "dicom_tls_open", "dicom_tls_strict", "fhir_good_base", "fhir_bad_base"} <= checked
+
+
 # -- good cases ---------------------------------------------------------------------------------
 
 

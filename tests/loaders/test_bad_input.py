@@ -212,3 +212,39 @@ def test_bad_or_unreachable_store_is_an_input_error(ws: Path, store_url: str, wo
     assert result.returncode == 2, result.stderr
     assert "cannot open the store" in result.stderr and words in result.stderr
     assert "s3cret" not in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("path", "protocol", "words"),
+    [
+        ("/fhir?_format=json", "fhir", "has a query or fragment"),
+        ("/fhir#x", "fhir", "has a query or fragment"),
+        ("/fhir/../admin", "fhir", "'.' or '..' segment"),
+        ("/fhir/%2e%2E/admin", "fhir", "'.' or '..' segment"),
+        ("fhir", "fhir", "must start with '/'"),
+        ("/fhir base", "fhir", "URL path characters only"),
+        ("/fhir", "https", "only ['fhir'] endpoints take one"),
+    ],
+)
+def test_bad_endpoint_base_path_names_its_line(ws: Path, path: str, protocol: str, words: str) -> None:
+    write_yaml(
+        ws / "inventory" / "testregion.yaml",
+        {
+            "region": {"id": "testregion", "name": "Region testregion"},
+            "systems": [system("sys-a", "127.0.0.1", 8443, protocol) | {"endpoints": [
+                {"id": "api", "host": "127.0.0.1", "port": 8443, "protocol": protocol, "path": path}
+            ]}],
+        },
+    )  # fmt: skip
+    err = assert_refused(ws, "testregion.yaml:", words, command="validate")
+    assert "1 problem" in err, err
+
+
+def test_a_declared_fhir_base_path_is_normalised(tmp_path: Path) -> None:
+    from scanner.inventory import load_inventory
+
+    sys_ = system("sys-a", "127.0.0.1", 8443, "fhir")
+    sys_["endpoints"][0]["path"] = "/baseR4/"
+    write_yaml(tmp_path / "r.yaml", {"region": {"id": "r", "name": "R"}, "systems": [sys_]})
+    (ref,) = load_inventory([tmp_path / "r.yaml"]).endpoints()
+    assert ref.endpoint.path == "/baseR4"

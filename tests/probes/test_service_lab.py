@@ -32,6 +32,8 @@ def _system(name: str, ep: Any) -> dict[str, Any]:
     endpoint: dict[str, Any] = {"id": "ep", "host": ep.address, "port": ep.port, "protocol": ep.protocol}
     if ep.protocol == "fhir":
         endpoint["server_name"] = ep.server_name
+    if ep.case.fhir_base:
+        endpoint["path"] = ep.case.fhir_base
     system: dict[str, Any] = {
         "id": name.replace("_", "-"),
         "name": ep.case.description or name,
@@ -39,6 +41,8 @@ def _system(name: str, ep: Any) -> dict[str, Any]:
         "criticality": "high",
         "endpoints": [endpoint],
     }
+    if ep.case.dicom_declared_aet:
+        system["availability"] = {"checks": {"ep": {"ae_title": ep.case.dicom_declared_aet}}}
     if software:
         system["software"] = software
     return system
@@ -100,6 +104,7 @@ def test_every_pat_and_exp_verdict_matches_the_lab_case(
             if finding["status"] != expected:
                 mismatches.append(
                     f"{name} {control}: expected {expected}, got {finding['status']}: {finding['message']}"
+                    f" (evidence: {finding['evidence']})"
                 )
     assert not mismatches, "\n".join(mismatches)
     assert checked >= 25
@@ -160,3 +165,34 @@ def test_fragile_system_gets_only_its_declared_port_and_no_version_probe(
     assert findings["PAT-01"]["status"] == "not_applicable"
     assert "fragile" in findings["PAT-01"]["message"]
     assert findings["EXP-01"]["status"] == "not_applicable"
+
+
+def test_exposure_findings_say_what_was_seen(lab_findings: tuple[dict[tuple[str, str], dict[str, Any]], float]) -> None:
+    findings, _ = lab_findings
+    nonstd = findings[("dicom-nonstd", "EXP-02")]
+    assert nonstd["status"] == "fail" and "without TLS" in nonstd["message"]
+    assert nonstd["evidence"]["dicom.aet_check_method"] == "nmap +dicom-ping (non-standard port)"
+    assert nonstd["evidence"]["dicom.any_aet_accepted"] is True
+    open_tls = findings[("dicom-tls-open", "EXP-02")]
+    assert "accepts an association from an unknown calling AE title" in open_tls["message"]
+    strict = findings[("dicom-tls-strict", "EXP-02")]
+    assert strict["status"] == "pass" and "Calling AE title not recognised" in strict["message"]
+    down = findings[("dicom-tls-down", "EXP-02")]
+    assert down["status"] == "error" and down["message"].startswith("could not assess")
+    assert "no A-ASSOCIATE answer" in down["evidence"]["dicom.aet_check_detail"]
+    bad_base = findings[("fhir-bad-base", "EXP-04")]
+    assert "base /fhir" in bad_base["message"] and "HTTP 200" in bad_base["message"]
+
+
+def test_undeclared_fhir_base_is_a_fail_that_names_the_fix(service_lab: ServiceLab, tmp_path: Path) -> None:
+    ep = service_lab.cases["fhir_good_base"]
+    system = _system("fhir_good_base", ep)
+    del system["endpoints"][0]["path"]  # the server lives under /fhir; the inventory does not say so
+    make_workspace(tmp_path, [system], ca_bundles=[str(service_lab.ca_bundle)])
+    result = subprocess.run(
+        [sys.executable, "-m", "scanner", "scan", "--config", "config.yaml", "--format", "json", "--control", "EXP-04"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    (finding,) = json.loads(result.stdout)
+    assert finding["status"] == "fail", finding
+    assert "declared as the endpoint's path" in finding["message"] and "metadata HTTP 404" in finding["message"]
