@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # postgresql (store and multi-agent tests start a throwaway cluster with initdb/pg_ctl),
 # rsyslog + rsyslog-openssl (access-log tests start a collector with a TLS input; the TLS driver is a separate package).
 APT_DEMO := nmap
-APT_TEST := nmap chromium postgresql rsyslog rsyslog-openssl
+APT_TEST := nmap chromium postgresql rsyslog rsyslog-openssl iproute2
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test lint unit bench apt-demo apt-test clean

@@ -1,8 +1,10 @@
 """Service-probe benchmark: nmap -sV of N loopback endpoints through hcscan's service probe vs bare nmap.
 
 Both sides scan the same banner servers (half SSH, half HTTP) in the same run with the same nmap options
-(-sT -Pn -n -T3 -sV --version-intensity 7), alternating which goes first. hcscan's overhead (argument
-building, XML parsing, product recognition, facts) must stay within 20 % of bare nmap's wall time.
+(-sT -Pn -n -T3 -sV --version-intensity 7 --max-parallelism N), alternating which goes first. The endpoints
+belong to one system, so hcscan's run gets --max-parallelism = max_concurrency (4) × 1 system; bare nmap is
+given the same value (from the same helper), so the comparison stays like for like. hcscan's overhead
+(argument building, XML parsing, product recognition, facts) must stay within 20 % of bare nmap's wall time.
 
     python benchmarks/service_bench.py [--endpoints 200] [--rounds 2]
 """
@@ -20,11 +22,14 @@ import time
 from collections.abc import Iterator
 
 from scanner.probes.base import Politeness, ProbeContext, ProbeFacts, Target
+from scanner.probes.nmap import run_parallelism
 from scanner.probes.registry import service_settings
 from scanner.probes.service import ServiceProbe
 
 ADDRESS = "127.0.0.1"
 BANNERS = ("SSH-2.0-OpenSSH_8.9p1 Ubuntu-3ubuntu0.6", "nginx/1.24.0")
+POLITENESS = Politeness(timing=3, timeout_s=50.0)  # host timeout 300 s, as bare nmap; max_concurrency 4
+PARALLELISM = run_parallelism(POLITENESS, 1)  # all endpoints are one system's: what hcscan's run gets
 
 
 @contextlib.contextmanager
@@ -78,7 +83,8 @@ def banner_servers(n: int) -> Iterator[list[tuple[int, str]]]:
 
 def bare_nmap(ports: list[int]) -> tuple[float, int]:
     cmd = [shutil.which("nmap") or "nmap", "-oX", "-", ADDRESS, "-sT", "-Pn", "-n", "-T3", "-p",
-           ",".join(map(str, sorted(ports))), "--host-timeout", "300s", "-sV", "--version-intensity", "7"]  # fmt: skip
+           ",".join(map(str, sorted(ports))), "--host-timeout", "300s", "--max-parallelism", str(PARALLELISM),
+           "-sV", "--version-intensity", "7"]  # fmt: skip
     started = time.monotonic()
     xml = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=900).stdout
     return time.monotonic() - started, xml.count('product="')
@@ -86,12 +92,13 @@ def bare_nmap(ports: list[int]) -> tuple[float, int]:
 
 def hcscan_probe(endpoints: list[tuple[int, str]]) -> tuple[float, int]:
     settings = service_settings(None)
-    politeness = Politeness(timing=3, timeout_s=50.0)  # host timeout 300 s, as bare nmap
-    targets = [Target(f"bench/{p}", "bench", ADDRESS, p, kind, politeness=politeness) for p, kind in endpoints]
+    targets = [Target(f"bench/{p}", "bench", ADDRESS, p, kind, politeness=POLITENESS) for p, kind in endpoints]
     probe = ServiceProbe(settings)
     started = time.monotonic()
     results = probe.gather(targets, ProbeContext())
     elapsed = time.monotonic() - started
+    (run,) = probe.runs  # one nmap run; same flags as bare nmap
+    assert run.command[run.command.index("--max-parallelism") + 1] == str(PARALLELISM), run.command
     identified = sum(1 for r in results.values() if isinstance(r, ProbeFacts) and r.facts.get("patch.product_id"))
     return elapsed, identified
 
@@ -102,6 +109,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--max-overhead", type=float, default=0.20)
     args = parser.parse_args()
+    print(f"both sides: --max-parallelism {PARALLELISM} (max_concurrency {POLITENESS.max_concurrency} x 1 system)")
     with banner_servers(args.endpoints) as endpoints:
         ports = [p for p, _ in endpoints]
         bare_times, ours = [], []

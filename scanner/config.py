@@ -50,6 +50,12 @@ class PolitenessConfig(Strict):
     timeout_s: float = Field(10.0, gt=0, le=300, description="Per-connection timeout in seconds.")
     fragile_timing: int = Field(2, ge=0, le=5, description="nmap timing template for `fragile: true` systems.")
     fragile_max_concurrency: int = Field(1, ge=1, le=8, description="Connections at once to a fragile system.")
+    fragile_cipher_enumeration: bool = Field(
+        True,
+        description="Run nmap ssl-enum-ciphers (serially, at fragile timing) on fragile systems' TLS endpoints. It "
+        "opens one TCP connection per handshake it tries (docs/controls.md gives the count); when false a fragile "
+        "endpoint gets only hcscan's single handshake, and TLS-01/TLS-02 are `error` (cipher enumeration off).",
+    )
 
 
 class ReportConfig(Strict):

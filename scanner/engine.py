@@ -89,7 +89,14 @@ def politeness_for(system: System, config: Config) -> Politeness:
     if system.fragile:
         timing = min(timing, base.fragile_timing)
         concurrency = min(concurrency, base.fragile_max_concurrency)
-    return Politeness(timing=timing, max_concurrency=concurrency, timeout_s=timeout, fragile=system.fragile)
+    return Politeness(
+        timing=timing,
+        max_concurrency=concurrency,
+        timeout_s=timeout,
+        fragile=system.fragile,
+        own_concurrency=own is not None and own.max_concurrency is not None,
+        cipher_enumeration=not system.fragile or base.fragile_cipher_enumeration,
+    )
 
 
 def declared_data(ref: EndpointRef, system_level: bool, addresses: Sequence[str] = ()) -> dict[str, Any]:

@@ -31,12 +31,17 @@ class Rule:
     pass_message: str | None
     fail_message: str | None
 
-    def fact_names(self) -> set[str]:
+    def judged_fact_names(self) -> set[str]:
+        """The facts the verdict is decided by (the assertion or check type; not `when`, not messages)."""
         names: set[str] = set()
         if self.assertion is not None:
             names |= self.assertion.fact_names()
         if self.check_type is not None:
             names |= set(self.check_type.facts)
+        return names
+
+    def fact_names(self) -> set[str]:
+        names = self.judged_fact_names()
         if self.when is not None:
             names |= self.when.fact_names()
         for template in (self.pass_message, self.fail_message):
@@ -58,17 +63,44 @@ def evidence_of(rule: Rule, facts: Mapping[str, Any]) -> dict[str, Any]:
     return {name: _trim(facts.get(name)) for name in sorted(rule.fact_names())}
 
 
+WITHHELD_SUFFIX = ".withheld"  # a probe's `<namespace>.withheld` fact: {fact name: why it was not gathered}
+
+
+def withheld_reasons(names: set[str], facts: Mapping[str, Any]) -> dict[str, str]:
+    """Those of `names` that the probe deliberately did not gather, with its reason for each."""
+    found: dict[str, str] = {}
+    for name in sorted(names):
+        withheld = facts.get(name.split(".", 1)[0] + WITHHELD_SUFFIX)
+        if isinstance(withheld, Mapping) and name in withheld:
+            found[name] = str(withheld[name])
+    return found
+
+
+def _withheld_verdict(withheld: Mapping[str, str], evidence: dict[str, Any]) -> Verdict:
+    reasons = "; ".join(dict.fromkeys(withheld.values()))
+    return Verdict(Status.ERROR, f"could not assess: {reasons}", {**evidence, "withheld": dict(withheld)})
+
+
 def judge(rule: Rule, facts: Mapping[str, Any], params: Mapping[str, Any], now: datetime) -> Verdict:
-    """Judge one control on one endpoint's facts. Pure: same inputs, same verdict."""
+    """Judge one control on one endpoint's facts. Pure: same inputs, same verdict.
+
+    A fact the probe withheld (listed in its `<namespace>.withheld` fact) makes the verdict `error` with the
+    probe's reason, whatever the assertion would say of its null value."""
     evidence = evidence_of(rule, facts)
     ctx = EvalContext(facts=facts, params=params, now=now)
     try:
         if rule.when is not None:
+            when_withheld = withheld_reasons(rule.when.fact_names(), facts)
+            if when_withheld:
+                return _withheld_verdict(when_withheld, evidence)
             applies = rule.when.evaluate(ctx)
             if applies.unknown:  # not knowing whether a control applies is not "does not apply"
                 return Verdict(Status.ERROR, "could not assess: " + "; ".join(applies.reasons), evidence)
             if not applies.ok:
                 return Verdict(Status.NOT_APPLICABLE, "not applicable: " + "; ".join(applies.reasons), evidence)
+        withheld = withheld_reasons(rule.judged_fact_names(), facts)
+        if withheld:
+            return _withheld_verdict(withheld, evidence)
         if rule.check_type is not None:
             try:
                 result = rule.check_type.fn(facts, params, now)

@@ -58,6 +58,17 @@ class Politeness:
     max_concurrency: int = 4  # simultaneous connections to one system
     timeout_s: float = 10.0  # per-connection timeout
     fragile: bool = False
+    # The inventory sets this system's own politeness.max_concurrency: an explicit limit that must hold for the
+    # system itself, so its nmap runs are its own (never shared with other systems). Fragile systems too.
+    own_concurrency: bool = False
+    # Fragile systems only: nmap ssl-enum-ciphers may run (politeness.fragile_cipher_enumeration). When false the
+    # TLS probe makes just its one handshake and the protocol/cipher facts are withheld.
+    cipher_enumeration: bool = True
+
+    @property
+    def strict(self) -> bool:
+        """Its concurrency cap must hold for this one system: it gets nmap runs of its own."""
+        return self.fragile or self.own_concurrency
 
 
 @dataclass(frozen=True)
@@ -146,3 +157,16 @@ class Probe(Protocol):
     def gather(self, targets: Sequence[Target], ctx: ProbeContext) -> dict[str, ProbeOutcome]:
         """Gather facts for each target; key of the result is Target.key."""
         ...
+
+
+def system_hosts(target: Target) -> set[str]:
+    """Every address a target stands for: a system-level target covers all the system's in-scope addresses."""
+    declared = target.declared.get("addresses") or []
+    hosts = {str(a) for a in declared} if isinstance(declared, list) else set()
+    return hosts | ({target.address} if target.address else set())
+
+
+def declared_ports(target: Target) -> set[int]:
+    """The ports of every endpoint the target's system declares."""
+    endpoints = target.declared.get("endpoints") or []
+    return {int(e["port"]) for e in endpoints if isinstance(e, dict) and isinstance(e.get("port"), int)}

@@ -61,6 +61,12 @@ REVIEWED_EXCEPTIONS: Mapping[str, str] = {
     "ssl-enum-ciphers": "many ordinary TLS handshakes, nothing else; needed for protocol/cipher facts",
 }
 
+# Scripts that may be forced with nmap's "+" prefix (`--script +dicom-ping`): run on a declared port whatever the
+# script's portrule says (dicom-ping only looks at 104, 2345, 2761, 2762, 4242 and 11112 by itself). Forcing is
+# for reviewed `safe` scripts only; a script in any category below is never forced, even if listed here.
+FORCEABLE_SCRIPTS: frozenset[str] = frozenset({"dicom-ping"})
+FORCE_REFUSED_CATEGORIES: frozenset[str] = REFUSED_CATEGORIES | {"vuln"}
+
 # Scripts that write into a DICOM archive (C-STORE) are refused whatever the allowlist says.
 _DICOM_WRITING = re.compile(r"dicom-(store|put|upload|send)", re.IGNORECASE)
 _SCRIPT_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*(\.[a-z0-9-]+)*$")
@@ -69,9 +75,10 @@ _ARG_VALUE = re.compile(r"^[A-Za-z0-9_.:/@+-]*$")
 _SCAN_DELAY = re.compile(r"^\d{1,5}(ms|s)?$")
 
 # Extra flags a caller may add: bare flags, and flags taking one validated value.
-EXTRA_FLAGS: frozenset[str] = frozenset({"-sV", "--version-light", "--reason", "--open"})
+EXTRA_FLAGS: frozenset[str] = frozenset({"-sV", "--version-light", "--reason", "--open", "-O"})
 EXTRA_VALUED: Mapping[str, re.Pattern[str]] = {
     "--version-intensity": re.compile(r"^[0-9]$"),
+    "--max-os-tries": re.compile(r"^[1-5]$"),
     "--max-retries": re.compile(r"^(10|[0-9])$"),
     "--max-rate": re.compile(r"^\d{1,6}(\.\d{1,3})?$"),
     "--scan-delay": _SCAN_DELAY,
@@ -164,7 +171,21 @@ def validate_port(port: int) -> int:
 
 
 def validate_script(name: str) -> str:
-    """Return the script name if allowlisted and in no refused category; else raise ScriptRefused."""
+    """Return the script name if allowlisted and in no refused category; else raise ScriptRefused.
+
+    `+name` (run regardless of the script's portrule) is accepted only for FORCEABLE_SCRIPTS that are `safe` and
+    in no FORCE_REFUSED_CATEGORIES.
+    """
+    if isinstance(name, str) and name.startswith("+"):
+        bare = name[1:]
+        if not _SCRIPT_NAME.match(bare):  # "++x", "+", "+a,b": only one "+" before one plain name
+            raise ScriptRefused(f"not a plain NSE script name: {name!r}")
+        of_bare = ALLOWED_SCRIPTS[validate_script(bare)]
+        if bare not in FORCEABLE_SCRIPTS:
+            raise ScriptRefused(f"script {bare!r} may not be forced with '+' (only {sorted(FORCEABLE_SCRIPTS)})")
+        if of_bare & FORCE_REFUSED_CATEGORIES or "safe" not in of_bare:
+            raise ScriptRefused(f"script {bare!r} is not safe to force (categories {sorted(of_bare)})")
+        return name
     if not isinstance(name, str) or not _SCRIPT_NAME.match(name):
         raise ScriptRefused(f"not a plain NSE script name: {name!r}")
     if _DICOM_WRITING.search(name):
@@ -211,6 +232,22 @@ def _seconds(value: float) -> str:
     return f"{max(1, round(value))}s"
 
 
+def run_parallelism(politeness: Politeness, systems: int) -> int:
+    """The `--max-parallelism` of one nmap run covering `systems` systems that share `politeness`.
+
+    `politeness.max_concurrency` is a per-system limit, but nmap's `--max-parallelism` counts the probes in
+    flight across the whole run. A run over k systems gets max_concurrency × k: the total the k systems may
+    take together (nmap does not split it evenly, so one host of the run may get more than its share). A
+    system whose limit must hold for itself (`politeness.strict`: fragile, or a max_concurrency declared in
+    the inventory) is planned into runs of its own, where the cap is exactly its max_concurrency.
+    """
+    if isinstance(systems, bool) or not isinstance(systems, int) or systems < 1:
+        raise NmapArgumentError(f"a run covers at least one system, got {systems!r}")
+    if politeness.strict and systems != 1:
+        raise NmapArgumentError(f"a system with a hard concurrency limit must have its own run, not one of {systems}")
+    return max(1, int(politeness.max_concurrency)) * systems
+
+
 def build_arguments(
     ports: Sequence[int],
     *,
@@ -219,8 +256,9 @@ def build_arguments(
     politeness: Politeness,
     extra: Sequence[str],
     timeout_s: float,
+    systems: int = 1,
 ) -> list[str]:
-    """The nmap options (without hosts and -oX) for one run; everything validated."""
+    """The nmap options (without hosts and -oX) for one run over `systems` systems; everything validated."""
     port_list = ",".join(str(p) for p in sorted({validate_port(p) for p in ports}))
     if not port_list:
         raise NmapArgumentError("no ports to scan")
@@ -229,8 +267,7 @@ def build_arguments(
         raise NmapArgumentError(f"timing template must be 0..5, got {timing!r}")
     args = ["-sT", "-Pn", "-n", f"-T{timing}", "-p", port_list]
     args += ["--host-timeout", _seconds(timeout_s)]
-    if politeness.fragile:
-        args += ["--max-parallelism", str(max(1, int(politeness.max_concurrency)))]
+    args += ["--max-parallelism", str(run_parallelism(politeness, systems))]
     if scripts:
         args += ["--script", ",".join(validate_script(s) for s in scripts)]
         # Scripts give up before the host does, so a slow port does not cost the host's other ports.
@@ -258,8 +295,9 @@ def run_nmap(
     extra: Sequence[str] = (),
     timeout_s: float,
     nmap_path: str | None = None,
+    systems: int = 1,
 ) -> NmapRun:
-    """Run nmap once over `hosts` × `ports` and return its XML.
+    """Run nmap once over `hosts` × `ports` (belonging to `systems` systems) and return its XML.
 
     Raises NmapArgumentError/ScriptRefused for invalid input (before anything runs) and NmapError
     (TOOL_MISSING, TOOL_FAILED or TIMEOUT) when nmap cannot deliver a complete XML document.
@@ -274,6 +312,7 @@ def run_nmap(
         politeness=politeness,
         extra=extra,
         timeout_s=timeout_s,
+        systems=systems,
     )
     if any(":" in h for h in host_list):
         if not all(":" in h for h in host_list):

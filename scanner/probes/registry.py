@@ -13,6 +13,7 @@ from scanner.probes.http import HttpProbe
 from scanner.probes.ntp import NtpProbe
 from scanner.probes.service import ServiceProbe, ServiceSettings
 from scanner.probes.tls import TlsProbe
+from scanner.probes.uptime import UptimeProbe
 
 PROBE_CLASSES: dict[str, type[Probe]] = {
     TlsProbe.kind: TlsProbe,
@@ -24,6 +25,7 @@ PROBE_CLASSES: dict[str, type[Probe]] = {
     MllpProbe.kind: MllpProbe,
     FhirProbe.kind: FhirProbe,
     NtpProbe.kind: NtpProbe,
+    UptimeProbe.kind: UptimeProbe,
 }
 
 # Kinds whose facts come from the store, not the network (`sla`: SLA figures from stored availability samples).

@@ -31,7 +31,9 @@ from scanner.probes.base import (
     ProbeFacts,
     ProbeOutcome,
     Target,
+    declared_ports,
     is_ip,
+    system_hosts,
 )
 from scanner.probes.nmap import NmapArgumentError, NmapError, NmapRun, run_nmap
 from scanner.versiondata.identify import assess_declared, identification_facts, identify_service
@@ -162,22 +164,12 @@ class _Job:
     politeness: Politeness
     version_probes: bool
     keys: list[str] = field(default_factory=list)  # targets whose facts come from this run
-
-
-def _system_ports(target: Target) -> set[int]:
-    endpoints = target.declared.get("endpoints") or []
-    return {int(e["port"]) for e in endpoints if isinstance(e, dict) and isinstance(e.get("port"), int)}
-
-
-def system_hosts(target: Target) -> set[str]:
-    """Every address a target stands for: a system-level target covers all the system's in-scope addresses."""
-    declared = target.declared.get("addresses") or []
-    hosts = {str(a) for a in declared} if isinstance(declared, list) else set()
-    return hosts | ({target.address} if target.address else set())
+    systems: set[str] = field(default_factory=set)  # the systems the run covers (sets --max-parallelism)
 
 
 def plan_jobs(targets: Sequence[Target], sweep_ports: Iterable[int]) -> list[_Job]:
-    """Group targets into nmap runs. Fragile systems: own run, declared ports only, no -sV."""
+    """Group targets into nmap runs. Fragile systems: own run, declared ports only, no -sV. A system with its
+    own max_concurrency in the inventory: own run (its cap holds for it alone). Others share runs."""
     sweep = set(sweep_ports)
     by_system: dict[str, list[Target]] = defaultdict(list)
     for t in targets:
@@ -187,19 +179,23 @@ def plan_jobs(targets: Sequence[Target], sweep_ports: Iterable[int]) -> list[_Jo
     for system_targets in by_system.values():
         fragile = any(t.politeness.fragile for t in system_targets)
         hosts = set().union(*(system_hosts(t) for t in system_targets))
-        declared = set().union(*(_system_ports(t) for t in system_targets)) | {
+        declared = set().union(*(declared_ports(t) for t in system_targets)) | {
             t.port for t in system_targets if t.protocol != SYSTEM_LEVEL
         }
         keys = [t.key for t in system_targets]
         politeness = system_targets[0].politeness
+        system = {system_targets[0].system_id}
         if fragile:
-            jobs.append(_Job(hosts, declared, politeness, version_probes=False, keys=keys))
+            jobs.append(_Job(hosts, declared, politeness, version_probes=False, keys=keys, systems=system))
             continue
         has_system = any(t.protocol == SYSTEM_LEVEL for t in system_targets)
         probed = {t.port for t in system_targets if t.protocol != SYSTEM_LEVEL}
         # A declared port no service control looks at is neither probed nor swept: it cannot be "unexpected",
         # and version probes have no business with, say, a DICOM or MLLP port.
         ports = frozenset(probed | ((sweep - declared) if has_system else set()))
+        if politeness.strict:
+            jobs.append(_Job(hosts, set(ports), politeness, version_probes=True, keys=keys, systems=system))
+            continue
         group = (politeness.timing, politeness.max_concurrency, politeness.timeout_s, ports)
         job = grouped.get(group)
         if job is None:
@@ -207,6 +203,7 @@ def plan_jobs(targets: Sequence[Target], sweep_ports: Iterable[int]) -> list[_Jo
             jobs.append(job)
         job.hosts |= hosts
         job.keys += keys
+        job.systems |= system
     return [j for j in jobs if j.hosts and j.ports]
 
 
@@ -316,20 +313,20 @@ def system_facts(
     settings: ServiceSettings,
     run: NmapRun | None,
 ) -> dict[str, JSONValue]:
-    declared_ports = sorted(_system_ports(target))
+    declared = sorted(declared_ports(target))
     hosts = system_hosts(target)
     open_ports: list[dict[str, JSONValue]] = []
     if scan is not None:
         for (address, port), info in sorted(scan.ports.items(), key=lambda kv: (kv[0][0], kv[0][1])):
-            if address in hosts and info.state == "open" and (port in swept or port in declared_ports):
+            if address in hosts and info.state == "open" and (port in swept or port in declared):
                 open_ports.append({"address": address, "port": port, "service": info.name, "product": info.product})
-    unexpected = [o for o in open_ports if o["port"] not in declared_ports]
+    unexpected = [o for o in open_ports if o["port"] not in declared]
     software = (target.declared.get("system") or {}).get("software") or []
     data = settings.version_data
     return {
         "exposure.swept_ports": list(swept),
         "exposure.sweep_limited": limited,
-        "exposure.declared_ports": declared_ports,
+        "exposure.declared_ports": declared,
         "exposure.open": open_ports,
         "exposure.unexpected": unexpected,
         "exposure.unexpected_ports": sorted({int(str(o["port"])) for o in unexpected}),
@@ -410,6 +407,7 @@ class ServiceProbe:
             extra=extra,
             timeout_s=max(30.0, job.politeness.timeout_s * 6),
             nmap_path=ctx.nmap_path,
+            systems=max(1, len(job.systems)),
         )
         return run, parse_service_xml(run.xml)
 

@@ -20,7 +20,7 @@ import ssl
 import threading
 import time
 import traceback
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -114,6 +114,24 @@ FACTS: tuple[FactSpec, ...] = (
     FactSpec("tls.hostname", "str", "The name the certificate was checked against (server_name or address)."),
     FactSpec("tls.hostname_matches", "bool", "The leaf matches tls.hostname (RFC 6125).", True),
     FactSpec("tls.detail", "str", "Why our handshake failed or ended early, when it did (evidence).", True),
+    FactSpec(
+        "tls.withheld",
+        "object",
+        "Facts deliberately not gathered, each with the reason (e.g. cipher enumeration switched off for fragile "
+        "systems): they are null, and every control that judges by one is `error`, never `pass`.",
+    ),
+)
+ENUMERATION_FACTS: tuple[str, ...] = (
+    "tls.protocols",
+    "tls.ciphers",
+    "tls.cipher_details",
+    "tls.min_dh_bits",
+    "tls.min_ecdh_bits",
+    "tls.nmap_least_strength",
+)
+ENUMERATION_OFF = (
+    "cipher enumeration is switched off for fragile systems (politeness.fragile_cipher_enumeration: false); "
+    "only one TLS handshake was made"
 )
 
 
@@ -652,6 +670,7 @@ def build_outcome(
                 "tls.hostname": hostname,
                 "tls.hostname_matches": None,
                 "tls.detail": handshake.detail,
+                "tls.withheld": {},
             }
             return ProbeFacts(facts)
         # nmap's own TLS code speaks what OpenSSL no longer does (SSLv3, EXPORT …): keep its view.
@@ -671,6 +690,7 @@ def build_outcome(
                 "tls.hostname": hostname,
                 "tls.hostname_matches": leaf_matches(leaf, hostname) if leaf else None,
                 "tls.detail": handshake.detail,
+                "tls.withheld": {},
             }
         )
 
@@ -697,6 +717,61 @@ def build_outcome(
             "tls.hostname": hostname,
             "tls.hostname_matches": leaf_matches(leaf, hostname) if leaf else None,
             "tls.detail": handshake.detail,
+            "tls.withheld": {},
+        }
+    )
+
+
+def handshake_only_outcome(
+    target: Target, handshake: HandshakeOutcome, trust: TrustAnchors, verdict: ChainVerdict | None = None
+) -> ProbeOutcome:
+    """Facts from our one handshake alone (a fragile system with cipher enumeration switched off): the
+    enumeration facts are withheld. A failed handshake tells nothing here (nmap, which also speaks SSLv3 and
+    other legacy TLS, did not look), so then even tls.offered is withheld."""
+    hostname = target.server_name or target.address
+    if isinstance(handshake, HandshakeFailure):
+        if handshake.kind == "refused":
+            return ProbeError(ProbeErrorReason.REFUSED, handshake.detail)
+        if handshake.kind == "timeout":
+            return ProbeError(ProbeErrorReason.TIMEOUT, handshake.detail)
+        if handshake.kind == "unreachable":
+            return ProbeError(ProbeErrorReason.UNREACHABLE, handshake.detail)
+        why = f"our TLS handshake failed ({handshake.detail}) and {ENUMERATION_OFF}"
+        return ProbeFacts(
+            {
+                "tls.offered": None,
+                **dict.fromkeys(ENUMERATION_FACTS),
+                "tls.negotiated_protocol": None,
+                "tls.negotiated_cipher": None,
+                "tls.chain_served": None,
+                **leaf_facts(None),
+                "tls.chain.trusted": None,
+                "tls.chain.complete": None,
+                "tls.chain.error": None,
+                "tls.hostname": hostname,
+                "tls.hostname_matches": None,
+                "tls.detail": handshake.detail,
+                "tls.withheld": {name: why for name in ("tls.offered", *ENUMERATION_FACTS)},
+            }
+        )
+    chain = handshake.chain
+    leaf = chain[0] if chain else None
+    verdict = verdict if verdict is not None else classify_chain(chain, trust)
+    return ProbeFacts(
+        {
+            "tls.offered": True,
+            **dict.fromkeys(ENUMERATION_FACTS),
+            "tls.negotiated_protocol": handshake.protocol,
+            "tls.negotiated_cipher": handshake.cipher,
+            "tls.chain_served": len(chain),
+            **leaf_facts(leaf),
+            "tls.chain.trusted": verdict.trusted,
+            "tls.chain.complete": verdict.complete,
+            "tls.chain.error": verdict.error,
+            "tls.hostname": hostname,
+            "tls.hostname_matches": leaf_matches(leaf, hostname) if leaf else None,
+            "tls.detail": handshake.detail,
+            "tls.withheld": dict.fromkeys(ENUMERATION_FACTS, ENUMERATION_OFF),
         }
     )
 
@@ -713,23 +788,31 @@ class NmapGroup:
     hosts: tuple[str, ...]
     ports: tuple[int, ...]
     server_name: str | None = None  # SNI for nmap (only for single-endpoint retry groups)
+    systems: int = 1  # how many systems the run covers: --max-parallelism is max_concurrency × systems
 
 
 def plan_nmap_groups(targets: Iterable[Target], max_hosts: int = NMAP_MAX_HOSTS_PER_RUN) -> list[NmapGroup]:
     """Group by politeness, then merge hosts declaring exactly the same port set (never scan a port a
-    host did not declare); IPv4 and IPv6 apart; at most `max_hosts` hosts per process."""
-    ports_by_host: dict[tuple[Politeness, str], set[int]] = defaultdict(set)
+    host did not declare); IPv4 and IPv6 apart; at most `max_hosts` hosts per process. A system whose
+    concurrency cap must hold for itself (fragile, or its own max_concurrency) is never merged with another."""
+    # (politeness, the strict system or None, host) → ports, and the systems behind that host
+    ports_by_host: dict[tuple[Politeness, str | None, str], set[int]] = defaultdict(set)
+    systems_by_host: dict[tuple[Politeness, str | None, str], set[str]] = defaultdict(set)
     for t in targets:
-        ports_by_host[(t.politeness, t.address)].add(t.port)
-    hosts_by_key: dict[tuple[Politeness, tuple[int, ...], int], list[str]] = defaultdict(list)
-    for (politeness, host), ports in ports_by_host.items():
+        key = (t.politeness, t.system_id if t.politeness.strict else None, t.address)
+        ports_by_host[key].add(t.port)
+        systems_by_host[key].add(t.system_id)
+    hosts_by_key: dict[tuple[Politeness, str | None, tuple[int, ...], int], list[str]] = defaultdict(list)
+    for (politeness, strict_system, host), ports in ports_by_host.items():
         version = ipaddress.ip_address(host).version
-        hosts_by_key[(politeness, tuple(sorted(ports)), version)].append(host)
+        hosts_by_key[(politeness, strict_system, tuple(sorted(ports)), version)].append(host)
     groups: list[NmapGroup] = []
-    for (politeness, port_tuple, _version), hosts in hosts_by_key.items():
+    for (politeness, strict_system, port_tuple, _version), hosts in hosts_by_key.items():
         hosts.sort(key=ipaddress.ip_address)
         for i in range(0, len(hosts), max_hosts):
-            groups.append(NmapGroup(politeness, tuple(hosts[i : i + max_hosts]), port_tuple))
+            chunk = tuple(hosts[i : i + max_hosts])
+            systems = set().union(*(systems_by_host[(politeness, strict_system, h)] for h in chunk))
+            groups.append(NmapGroup(politeness, chunk, port_tuple, systems=len(systems)))
     return groups
 
 
@@ -783,21 +866,36 @@ class TlsProbe:
         # Pipeline: nmap starts on batches of endpoints whose handshake already reached them, while the
         # remaining handshakes (and tarpits running into their timeout) continue; chains are verified
         # while nmap enumerates ciphers. Dead and silent endpoints never reach nmap.
+        # A strict system (fragile, or its own max_concurrency) is handed to nmap only after its last handshake,
+        # in one call whose runs go one after another: its cap holds for it alone. A fragile system with cipher
+        # enumeration switched off never reaches nmap.
         handshakes: dict[str, HandshakeOutcome] = {}
         nmap_results: dict[tuple[str, int], NmapPort | NmapError] = {}
         batch_size = max(NMAP_MIN_BATCH, -(-len(valid) // NMAP_BATCHES))
         batch: list[Target] = []
+        strict_left = Counter(t.system_id for t in valid if t.politeness.strict)
+        strict_ready: dict[str, list[Target]] = defaultdict(list)
         futures: list[Future[dict[tuple[str, int], NmapPort | NmapError]]] = []
         with ThreadPoolExecutor(max_workers=NMAP_MAX_PROCESSES) as nmap_pool:
 
+            def submit(todo: list[Target], *, serial: bool) -> None:
+                spoke = {(t.address, t.port) for t in todo if isinstance(handshakes[t.key], Handshake)}
+                futures.append(nmap_pool.submit(self._nmap, todo, spoke, ctx, serial))
+
             def flush() -> None:
                 if batch:
-                    spoke = {(t.address, t.port) for t in batch if isinstance(handshakes[t.key], Handshake)}
-                    futures.append(nmap_pool.submit(self._nmap, list(batch), spoke, ctx))
+                    submit(list(batch), serial=False)
                     batch.clear()
 
             for t, outcome in self._handshakes(valid, ctx):
                 handshakes[t.key] = outcome
+                if t.politeness.strict:
+                    strict_left[t.system_id] -= 1
+                    if _reached_tcp(outcome) and t.politeness.cipher_enumeration:
+                        strict_ready[t.system_id].append(t)
+                    if strict_left[t.system_id] == 0 and strict_ready.get(t.system_id):
+                        submit(strict_ready.pop(t.system_id), serial=True)
+                    continue
                 if _reached_tcp(outcome):
                     batch.append(t)
                     if len(batch) >= batch_size:
@@ -818,6 +916,11 @@ class TlsProbe:
                 results[t.key] = ProbeError(ProbeErrorReason.INTERNAL, trust_error)
                 continue
             try:
+                if not t.politeness.cipher_enumeration:
+                    results[t.key] = handshake_only_outcome(
+                        t, handshakes[t.key], trust or TrustAnchors(), verdicts.get(t.key)
+                    )
+                    continue
                 results[t.key] = build_outcome(
                     t,
                     handshakes[t.key],
@@ -862,10 +965,11 @@ class TlsProbe:
 
     @staticmethod
     def _nmap(
-        targets: Sequence[Target], spoke_tls: set[tuple[str, int]], ctx: ProbeContext
+        targets: Sequence[Target], spoke_tls: set[tuple[str, int]], ctx: ProbeContext, serial: bool = False
     ) -> dict[tuple[str, int], NmapPort | NmapError]:
-        """Run the planned nmap groups concurrently; where our handshake worked but nmap found no TLS
-        (e.g. a server that insists on SNI), retry that endpoint alone with SNI."""
+        """Run the planned nmap groups concurrently (one after another if `serial`: one strict system's runs);
+        where our handshake worked but nmap found no TLS (e.g. a server that insists on SNI), retry that
+        endpoint alone with SNI."""
         out: dict[tuple[str, int], NmapPort | NmapError] = {}
         # Endpoints whose nmap run reached the script time limit: a retry would only wait as long again
         # (e.g. a certificate with thousands of names makes ssl-enum-ciphers take minutes).
@@ -884,6 +988,7 @@ class TlsProbe:
                         politeness=group.politeness,
                         timeout_s=timeout_s,
                         nmap_path=ctx.nmap_path,
+                        systems=group.systems,
                     )
                 scan = parse_nmap_xml(nmap_run.xml)
                 if nmap_run.elapsed_s >= timeout_s * SCRIPT_TIMEOUT_SHARE:
@@ -904,7 +1009,7 @@ class TlsProbe:
         def run_all(groups: Sequence[NmapGroup]) -> None:
             if not groups:
                 return
-            with ThreadPoolExecutor(max_workers=min(NMAP_MAX_PROCESSES, len(groups))) as pool:
+            with ThreadPoolExecutor(max_workers=1 if serial else min(NMAP_MAX_PROCESSES, len(groups))) as pool:
                 futures: list[Future[dict[tuple[str, int], NmapPort | NmapError]]] = [
                     pool.submit(run, g) for g in groups
                 ]
@@ -913,7 +1018,7 @@ class TlsProbe:
 
         run_all(plan_nmap_groups(targets))
         retry = [
-            NmapGroup(t.politeness, (t.address,), (t.port,), _idna(t.server_name))
+            NmapGroup(t.politeness, (t.address,), (t.port,), _idna(t.server_name), systems=1)
             for t in targets
             if t.server_name
             and not is_ip(t.server_name)

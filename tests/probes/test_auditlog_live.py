@@ -312,3 +312,28 @@ def test_credentials_in_urls_and_relative_paths_are_refused(tmp_path: Path) -> N
         load_workspace(config, fact_names())
     text = str(info.value)
     assert "no credentials in URLs" in text and "absolute path" in text
+
+
+def test_a_token_is_never_sent_in_the_clear_or_to_an_unverified_server(tmp_path: Path) -> None:
+    plain = system("plain", "127.0.0.1", 9)
+    plain["audit_log"] = {
+        "backend": "http-json",
+        "url": "http://127.0.0.1:9200/x",
+        "token_env": "T",
+        "fields": {"time": "t"},
+    }
+    unverified = system("unverified", "127.0.0.1", 9)
+    unverified["audit_log"] = {
+        "backend": "fhir-auditevent", "base_url": "https://127.0.0.1:8443/fhir", "token_env": "T", "verify_tls": False
+    }  # fmt: skip
+    tokenless = system("tokenless", "127.0.0.1", 9)  # no token, nothing to give away: allowed
+    tokenless["audit_log"] = {"backend": "http-json", "url": "http://127.0.0.1:9200/x", "fields": {"time": "t"}}
+    config = make_workspace(tmp_path, [plain, unverified, tokenless])
+    with pytest.raises(InputError) as info:
+        load_workspace(config, fact_names())
+    problems = info.value.problems
+    assert len(problems) == 2, problems
+    text = str(info.value)
+    assert "send the token in the clear: use https://" in text
+    assert "hand the token to any server that answers" in text
+    assert not (tmp_path / "hcscan.db").exists()

@@ -21,6 +21,7 @@ from cryptography.x509.oid import NameOID
 from scanner.probes.base import Politeness, ProbeErrorReason
 from scanner.probes.nmap import (
     ALLOWED_SCRIPTS,
+    FORCEABLE_SCRIPTS,
     REFUSED_CATEGORIES,
     REVIEWED_EXCEPTIONS,
     NmapArgumentError,
@@ -77,6 +78,41 @@ def test_other_scripts_are_refused(name: str) -> None:
 
 def test_script_refused_is_a_value_error() -> None:
     assert issubclass(ScriptRefused, ValueError)
+
+
+def test_dicom_ping_may_be_forced_past_its_portrule() -> None:
+    assert validate_script("+dicom-ping") == "+dicom-ping"
+    args = build_arguments(
+        [4243], scripts=["+dicom-ping"], script_args={}, politeness=Politeness(), extra=(), timeout_s=10
+    )
+    assert args[args.index("--script") + 1] == "+dicom-ping"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "+ssl-enum-ciphers",  # intrusive (a reviewed exception for running, never for forcing)
+        "+ssl-dh-params",  # vuln
+        "+ssl-cert",  # safe, but not reviewed for forcing
+        "+dicom-brute",  # brute, not allowlisted
+        "+dicom-store",  # writes to an archive
+        "++dicom-ping",
+        "+",
+        "+ dicom-ping",
+        "+dicom-ping,http-slowloris",
+        "dicom-ping+",
+    ],
+)
+def test_forcing_is_refused_for_everything_else(name: str) -> None:
+    with pytest.raises(ScriptRefused):
+        validate_script(name)
+
+
+def test_every_forceable_script_is_allowlisted_safe_and_in_no_refused_category() -> None:
+    for name in FORCEABLE_SCRIPTS:
+        categories = ALLOWED_SCRIPTS[name]
+        assert "safe" in categories and not categories & (REFUSED_CATEGORIES | {"vuln"}), name
+        assert name not in REVIEWED_EXCEPTIONS, name
 
 
 def test_no_allowlisted_script_is_in_a_refused_category_unless_reviewed() -> None:
@@ -160,9 +196,10 @@ def test_arguments_are_always_connect_scan_no_ping_no_dns_with_politeness() -> N
     assert args[args.index("--script-args") + 1] == "tls.servername=pacs.region.example"
 
 
-def test_max_parallelism_only_for_fragile_systems() -> None:
+def test_every_run_is_capped_at_max_concurrency_per_system() -> None:
+    """More cases (shared runs, strict systems, planning) in tests/probes/test_parallelism.py."""
     args = build_arguments([443], scripts=(), script_args={}, politeness=Politeness(), extra=(), timeout_s=10)
-    assert "--max-parallelism" not in args
+    assert args[args.index("--max-parallelism") + 1] == "4"
 
 
 # --- errors ----------------------------------------------------------------------------------

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pytest
 
-from scanner.probes.base import SYSTEM_LEVEL, Politeness, Target
+from scanner.probes.base import SYSTEM_LEVEL, Politeness, ProbeFacts, Target
 from scanner.probes.exposure import capability_facts, dicom_ping_facts, mllp_ack_frame, parse_mllp_reply
 from scanner.probes.nmap import NmapError
 from scanner.probes.service import parse_service_xml, plan_jobs
@@ -86,6 +87,35 @@ def test_capability_statement_facts() -> None:
     assert capability_facts(None)["fhir.smart_oauth"] is False
 
 
+def test_fhir_requests_stay_under_the_base_whatever_the_server_declares() -> None:
+    """Resource type names come from the target: one that is not a FHIR type name is never put in a path."""
+    from scanner.probes.exposure import FhirProbe
+
+    doc = {"resourceType": "CapabilityStatement", "rest": [{"resource": [{"type": "../admin"}, {"type": "x?y"}]}]}
+    asked: list[str] = []
+
+    def get(path: str) -> tuple[int, bytes]:
+        asked.append(path)
+        return (200, json.dumps(doc).encode()) if path == "/metadata" else (401, b"")
+
+    outcome = FhirProbe._ask(get, 1.0, "/baseR4")
+    assert isinstance(outcome, ProbeFacts)
+    assert asked == ["/metadata", "/.well-known/smart-configuration", "/Patient?_summary=count"]
+    assert outcome.facts["fhir.base_path"] == "/baseR4"
+    assert outcome.facts["fhir.unauth_search_path"] == "/baseR4/Patient?_summary=count"
+
+
+def test_declared_base_path_of_a_target() -> None:
+    from scanner.probes.http import declared_base_path
+
+    def t(endpoint: dict[str, object] | None) -> Target:
+        return Target("s/e", "s", "127.0.0.1", 8443, "fhir", declared={"endpoint": endpoint})
+
+    assert declared_base_path(t({"path": "/fhir"})) == "/fhir"
+    assert declared_base_path(t({"path": "/"})) == ""
+    assert declared_base_path(t({"path": None})) == "" and declared_base_path(t(None)) == ""
+
+
 def test_mllp_frame_and_reply() -> None:
     frame = mllp_ack_frame(dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC))
     assert frame.startswith(b"\x0bMSH|") and frame.endswith(b"\x1c\r") and b"|ACK|" in frame
@@ -98,10 +128,14 @@ def test_dicom_ping_output() -> None:
         {"dicom": "DICOM Service Provider discovered!", "config": "Any AET is accepted (Insecure)"}, "x"
     )
     assert facts["dicom.service"] and facts["dicom.any_aet_accepted"]
+    assert facts["dicom.aet_check"] == "accepted"
     checked = dicom_ping_facts(
         {"dicom": "DICOM Service Provider discovered!", "config": "Called AET check enabled"}, ""
     )
-    assert checked["dicom.any_aet_accepted"] is False
+    assert checked["dicom.any_aet_accepted"] is False and checked["dicom.aet_check"] == "rejected"
+    silent = dicom_ping_facts({}, "")  # no answer, an abort, not DICOM: not assessed (never a pass)
+    assert silent["dicom.aet_check"] is None and silent["dicom.any_aet_accepted"] is None
+    assert "no answer" in silent["dicom.aet_check_detail"]
 
 
 def test_a_host_that_answered_nothing_is_not_clean() -> None:
@@ -113,7 +147,8 @@ def test_a_host_that_answered_nothing_is_not_clean() -> None:
 
 
 def test_a_system_on_several_hosts_has_every_host_swept_and_judged() -> None:
-    from scanner.probes.service import ServiceInfo, ServiceScan, host_answered, system_hosts
+    from scanner.probes.base import system_hosts
+    from scanner.probes.service import ServiceInfo, ServiceScan, host_answered
 
     system = Target("m/*", "m", "127.0.31.5", 0, SYSTEM_LEVEL, politeness=Politeness(),
                     declared={"endpoints": [{"port": 443}, {"port": 2575}], "addresses": ["127.0.31.5", "127.0.31.7"]})  # fmt: skip

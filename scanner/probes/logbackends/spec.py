@@ -9,10 +9,10 @@ from __future__ import annotations
 import ipaddress
 import re
 from pathlib import PurePosixPath
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, TypeAdapter, field_validator
+from pydantic import Field, TypeAdapter, field_validator, model_validator
 
 from scanner.config import Strict
 
@@ -107,14 +107,35 @@ class SyslogFilesSpec(_BackendBase):
 
 
 class _HttpBackend(_BackendBase):
-    token_env: EnvName | None = Field(None, description="Environment variable holding the API token.")
+    token_env: EnvName | None = Field(
+        None, description="Environment variable holding the API token (only with https:// and verify_tls: true)."
+    )
     verify_tls: bool = Field(True, description="Verify the backend's certificate against the configured trust.")
+
+    url_field: ClassVar[str]  # the field holding the API's URL, named by each backend
+
+    @model_validator(mode="after")
+    def _token_only_over_verified_tls(self) -> _HttpBackend:
+        """A token sent in the clear, or to a server nobody verified, is a token given away."""
+        if self.token_env is None:
+            return self
+        if urlsplit(str(getattr(self, self.url_field))).scheme != "https":
+            raise ValueError(
+                "token_env with an http:// URL would send the token in the clear: use https:// (or drop token_env)"
+            )
+        if not self.verify_tls:
+            raise ValueError(
+                "token_env with verify_tls: false would hand the token to any server that answers: add the "
+                "backend's CA to tls.ca_bundles and keep verify_tls: true (or drop token_env)"
+            )
+        return self
 
 
 class FhirAuditEventSpec(_HttpBackend):
     """A FHIR server's AuditEvent search (IHE BALP): newest first for freshness and the sample, oldest first for retention."""
 
     backend: Literal["fhir-auditevent"]
+    url_field: ClassVar[str] = "base_url"
     base_url: str = Field(description="FHIR base URL, e.g. https://audit.region.example/fhir")
     search: dict[str, str] = Field(
         default_factory=dict, description="Extra search parameters that narrow to this system, e.g. {source: epj}."
@@ -139,6 +160,7 @@ class HttpJsonSpec(_HttpBackend):
     """Any HTTP API that answers JSON (Elasticsearch/OpenSearch _search, Loki-style gateways, SIEM APIs)."""
 
     backend: Literal["http-json"]
+    url_field: ClassVar[str] = "url"
     url: str
     method: Literal["GET", "POST"] = "GET"
     latest_query: dict[str, Any] = Field(

@@ -1,0 +1,257 @@
+"""The uptime probe (PAT-04): recorded nmap output for the pure parts, and real `nmap -O` against a listener in
+a network namespace of the test's own, whose kernel sends plain, randomised or no TCP timestamps."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scanner.probes.base import SYSTEM_LEVEL, Politeness, ProbeContext, ProbeError, ProbeFacts, Target
+from scanner.probes.uptime import (
+    PRIVILEGE_HINT,
+    HostUptime,
+    UptimeProbe,
+    parse_uptime_xml,
+    plan_runs,
+    system_outcome,
+)
+from tests.helpers import make_workspace, system, write_yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _host(address: str, clock: str | None, uptime: str = "", open_port: bool = True, up: bool = True) -> str:
+    state = "open" if open_port else "closed"
+    return (
+        f'<host><status state="{"up" if up else "down"}" reason="user-set"/>'
+        f'<address addr="{address}" addrtype="ipv4"/>'
+        f'<ports><port protocol="tcp" portid="8081"><state state="{state}" reason="syn-ack"/></port></ports>'
+        f"{uptime}" + (f'<tcptssequence class="{clock}" values="88EA9C,88EB00"/>' if clock else "") + "</host>"
+    )
+
+
+def _xml(*hosts: str) -> str:
+    return f'<?xml version="1.0"?><nmaprun>{"".join(hosts)}<runstats><finished exit="success"/></runstats></nmaprun>'
+
+
+# Shapes of real nmap 7.93 output seen on this kernel: plain clock, randomised clock (nmap still prints a
+# meaningless "uptime"), and no timestamps at all.
+PLAIN = _host("127.0.0.1", "1000HZ", '<uptime seconds="8973" lastboot="Sun Nov 22 23:56:04 2026"/>')
+RANDOM = _host("127.0.0.2", "other", '<uptime seconds="17" lastboot="Mon Nov 23 02:25:29 2026"/>')
+NONE = _host("127.0.0.3", "none returned (unsupported)")
+
+
+def test_parse_reads_uptime_clock_and_open_ports() -> None:
+    parsed = parse_uptime_xml(_xml(PLAIN, RANDOM, NONE))
+    assert parsed["127.0.0.1"] == HostUptime(
+        "127.0.0.1", True, 8973, "Sun Nov 22 23:56:04 2026", "1000HZ", open_ports=1, timed_out=False
+    )
+    assert parsed["127.0.0.2"].clock == "other" and parsed["127.0.0.2"].seconds == 17
+    assert parsed["127.0.0.3"].seconds is None
+
+
+def test_plain_clock_gives_an_estimate_in_days() -> None:
+    outcome = system_outcome(["127.0.0.1"], parse_uptime_xml(_xml(PLAIN)), "sha")
+    assert isinstance(outcome, ProbeFacts)
+    assert outcome.facts["uptime.estimated"] is True
+    assert outcome.facts["uptime.max_days"] == 0.1
+    assert outcome.facts["uptime.longest_host"] == "127.0.0.1"
+    assert outcome.facts["uptime.unestimated"] == []
+
+
+def test_randomised_clock_is_no_estimate_even_though_nmap_prints_one() -> None:
+    outcome = system_outcome(["127.0.0.2"], parse_uptime_xml(_xml(RANDOM)), "sha")
+    assert isinstance(outcome, ProbeFacts)
+    assert outcome.facts["uptime.estimated"] is False and outcome.facts["uptime.max_days"] is None
+    assert "randomises its TCP timestamps" in outcome.facts["uptime.unestimated"][0]
+
+
+def test_longest_estimate_of_several_hosts_wins_and_the_others_are_listed() -> None:
+    longer = _host("127.0.0.4", "100HZ", '<uptime seconds="8640000" lastboot="Wed Jul 15 00:00:00 2026"/>')
+    outcome = system_outcome(
+        ["127.0.0.1", "127.0.0.3", "127.0.0.4"], parse_uptime_xml(_xml(PLAIN, NONE, longer)), "sha"
+    )
+    assert isinstance(outcome, ProbeFacts)
+    assert outcome.facts["uptime.max_days"] == 100.0 and outcome.facts["uptime.longest_host"] == "127.0.0.4"
+    assert outcome.facts["uptime.unestimated"] == ["127.0.0.3: the host sends no usable TCP timestamps "
+                                                   "(nmap: none returned (unsupported))"]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("hosts", "expected"),
+    [
+        ([_host("127.0.0.1", "1000HZ", up=False)], "did not answer"),
+        ([], "did not answer"),
+        ([_host("127.0.0.1", None, open_port=False)], "no declared port of 127.0.0.1 is open"),
+        ([_host("127.0.0.1", None)], "no TCP timestamp sequence"),
+    ],
+)
+def test_a_host_nmap_could_not_look_at_is_an_error_not_a_missing_estimate(hosts: list[str], expected: str) -> None:
+    outcome = system_outcome(["127.0.0.1"], parse_uptime_xml(_xml(*hosts)), "sha")
+    assert isinstance(outcome, ProbeError) and expected in outcome.detail
+
+
+def test_one_silent_host_makes_the_whole_system_an_error() -> None:
+    outcome = system_outcome(["127.0.0.1", "127.0.0.9"], parse_uptime_xml(_xml(PLAIN)), "sha")
+    assert isinstance(outcome, ProbeError) and "127.0.0.9 did not answer" in outcome.detail
+
+
+def _target(*, fragile: bool = False, ports: tuple[int, ...] = (8081,)) -> Target:
+    return Target(
+        key="sys/*",
+        system_id="sys",
+        address="127.0.0.1",
+        port=0,
+        protocol=SYSTEM_LEVEL,
+        politeness=Politeness(fragile=fragile),
+        declared={"addresses": ["127.0.0.1"], "endpoints": [{"id": "ep", "port": p} for p in ports]},
+    )
+
+
+def test_without_raw_socket_privilege_every_system_is_an_error_that_says_how_to_fix_it() -> None:
+    outcome = UptimeProbe(privileged=False).gather([_target()], ProbeContext())["sys/*"]
+    assert isinstance(outcome, ProbeError) and outcome.detail == PRIVILEGE_HINT
+
+
+def test_fragile_systems_and_systems_without_ports_are_never_probed() -> None:
+    probe = UptimeProbe(privileged=True)
+    fragile = probe.gather([_target(fragile=True)], ProbeContext())["sys/*"]
+    assert isinstance(fragile, ProbeError) and "fragile" in fragile.detail
+    portless = probe.gather([_target(ports=())], ProbeContext())["sys/*"]
+    assert isinstance(portless, ProbeError) and "no TCP port" in portless.detail
+
+
+def test_runs_share_politeness_and_ports_and_a_system_with_its_own_limit_runs_alone() -> None:
+    def target(system_id: str, port: int, politeness: Politeness) -> Target:
+        return Target(
+            key=f"{system_id}/*",
+            system_id=system_id,
+            address="127.0.0.1",
+            port=0,
+            protocol=SYSTEM_LEVEL,
+            politeness=politeness,
+            declared={"addresses": ["127.0.0.1"], "endpoints": [{"id": "ep", "port": port}]},
+        )
+
+    plain, own = Politeness(), Politeness(max_concurrency=2, own_concurrency=True)
+    targets = [target("a", 443, plain), target("b", 443, plain), target("c", 22, plain)]
+    targets += [target("d", 443, own), target("e", 443, own), target("f", 443, Politeness(fragile=True))]
+    errors, runs = plan_runs(targets, privileged=True)
+    assert set(errors) == {"f/*"}
+    shape = sorted((sorted(t.system_id for t in r.targets), sorted(r.ports), r.systems) for r in runs)
+    assert shape == [(["a", "b"], [443], 2), (["c"], [22], 1), (["d"], [443], 1), (["e"], [443], 1)]
+
+
+# ---------------------------------------------------------------------------------------------
+# live: real nmap -O inside a network namespace of the test's own
+
+
+def _netns_ready() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root for a network namespace and nmap OS detection (make test runs as root in CI)"
+    for tool in ("unshare", "ip", "nmap"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (make test installs it)"
+    return None
+
+
+needs_netns = pytest.mark.skipif(_netns_ready() is not None, reason=_netns_ready() or "")
+
+
+def _in_netns(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    command = ["unshare", "--net", sys.executable, str(ROOT / "tests" / "probes" / "uptime_netns.py"), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
+
+
+def _probe_in_netns(timestamps: int) -> dict[str, Any]:
+    done = _in_netns("probe", str(timestamps))
+    assert done.returncode == 0, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+@needs_netns
+def test_live_plain_timestamp_clock_estimates_the_kernels_real_uptime() -> None:
+    result = _probe_in_netns(2)
+    facts = result["facts"]
+    assert facts["uptime.estimated"] is True
+    (host,) = facts["uptime.hosts"]
+    assert host["timestamp_clock"] == "1000HZ"
+    # The namespace shares the kernel, so the estimate is this machine's uptime (nmap reads it a moment earlier).
+    assert abs(host["seconds"] - result["uptime_s"]) < 60
+    assert facts["uptime.max_days"] == round(host["seconds"] / 86_400, 1)
+    assert len(facts["uptime.nmap_xml_sha256"]) == 64
+
+
+@needs_netns
+@pytest.mark.parametrize(("timestamps", "why"), [(1, "randomises its TCP timestamps"), (0, "no usable TCP timestamps")])
+def test_live_randomised_or_absent_timestamps_give_no_estimate(timestamps: int, why: str) -> None:
+    facts = _probe_in_netns(timestamps)["facts"]
+    assert facts["uptime.estimated"] is False and facts["uptime.max_days"] is None
+    assert why in facts["uptime.unestimated"][0]
+
+
+def _pat04_variant(control_id: str, max_days: float) -> dict[str, Any]:
+    """The shipped PAT-04 with another limit, as a site would write it."""
+    return {
+        "id": control_id,
+        "title": f"Hosts rebooted within {max_days} days",
+        "family": "patching",
+        "severity": "low",
+        "rationale": "Kernel fixes need a reboot to take effect.",
+        "remediation": "Reboot into the patched kernel.",
+        "applies_to": {"level": "system", "fragile": False},
+        "probe": "uptime",
+        "when": {"fact": "uptime.estimated", "equals": True},
+        "assert": {"fact": "uptime.max_days", "lte": max_days},
+    }
+
+
+def _verdicts(workspace: Path) -> dict[str, tuple[str, str]]:
+    with sqlite3.connect(workspace / "hcscan.db") as db:
+        rows = db.execute("SELECT control_id, status, message FROM finding").fetchall()
+    return {control: (status, message) for control, status, message in rows}
+
+
+@needs_netns
+@pytest.mark.parametrize("timestamps", [2, 1])
+def test_live_scan_judges_pat04_end_to_end(tmp_path: Path, timestamps: int) -> None:
+    uptime_days = float(Path("/proc/uptime").read_text().split()[0]) / 86_400
+    write_yaml(
+        tmp_path / "site-controls" / "uptime.yaml",
+        {"controls": [_pat04_variant("SITE-UP-SHORT", round(uptime_days / 2, 4))]},
+    )
+    config = make_workspace(
+        tmp_path,
+        [system("host", "127.0.0.1", 65000, protocol="other")],
+        extra_config={"controls": ["builtin", "site-controls"]},
+    )
+    done = _in_netns("scan", str(timestamps), str(config), "--control", "PAT-04", "--control", "SITE-UP-SHORT")
+    assert done.returncode in (0, 1), done.stderr
+    verdicts = _verdicts(tmp_path)
+    if timestamps == 2:  # a real estimate: within 45 days, and longer than half of itself
+        assert verdicts["PAT-04"][0] == "pass", verdicts
+        assert verdicts["SITE-UP-SHORT"][0] == "fail", verdicts
+    else:  # randomised clock: no estimate, so neither control is judged on noise
+        assert verdicts["PAT-04"][0] == "not_applicable", verdicts
+        assert verdicts["SITE-UP-SHORT"][0] == "not_applicable", verdicts
+
+
+@needs_netns
+def test_live_nmap_without_raw_socket_privilege_says_how_to_fix_it(tmp_path: Path) -> None:
+    """Real nmap, run as an unprivileged user (setpriv), refuses OS detection: the finding says what to do."""
+    nmap = tmp_path / "nmap-as-nobody"
+    nmap.write_text(f'#!/bin/sh\nexec setpriv --reuid=65534 --regid=65534 --clear-groups {shutil.which("nmap")} "$@"\n')
+    nmap.chmod(0o755)
+    outcome = UptimeProbe(privileged=True).gather([_target()], ProbeContext(nmap_path=str(nmap)))["sys/*"]
+    assert isinstance(outcome, ProbeError)
+    assert outcome.detail.startswith(PRIVILEGE_HINT) and "requires root privileges" in outcome.detail
