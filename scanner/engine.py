@@ -99,12 +99,20 @@ def politeness_for(system: System, config: Config) -> Politeness:
     )
 
 
-def declared_data(ref: EndpointRef, system_level: bool, addresses: Sequence[str] = ()) -> dict[str, Any]:
+def declared_data(
+    ref: EndpointRef,
+    system_level: bool,
+    addresses: Sequence[str] = (),
+    host_ports: Mapping[str, set[int]] | None = None,
+) -> dict[str, Any]:
     return {
         "system": ref.system.model_dump(mode="json", exclude={"endpoints"}),
         "endpoint": None if system_level else ref.endpoint.model_dump(mode="json"),
         "endpoints": [e.model_dump(mode="json") for e in ref.system.endpoints],
         "addresses": sorted(set(addresses)),  # every in-scope address of the system (system-level targets)
+        # address → the ports the system declares on it (system-level targets): probes that must touch only
+        # declared host:port pairs use this rather than every port of the system on every host
+        "host_ports": {a: sorted(p) for a, p in sorted((host_ports or {}).items())},
     }
 
 
@@ -149,6 +157,11 @@ def build_plan(
             if control.system_level:
                 system_addresses = [scoped.addresses[k] for k in _system_keys(ref) if k in scoped.addresses]
                 first_address = system_addresses[0] if system_addresses else ""
+                host_ports: dict[str, set[int]] = defaultdict(set)
+                for endpoint in ref.system.endpoints:
+                    ep_address = scoped.addresses.get(f"{ref.system.id}/{endpoint.key_id}")
+                    if ep_address is not None:
+                        host_ports[ep_address].add(endpoint.port)
                 if SYSTEM_LEVEL in probe_protocols.get(kind, frozenset()):
                     targets[kind][check.key] = Target(
                         key=check.key,
@@ -157,7 +170,7 @@ def build_plan(
                         port=0,
                         protocol=SYSTEM_LEVEL,
                         politeness=politeness,
-                        declared=declared_data(ref, True, system_addresses),
+                        declared=declared_data(ref, True, system_addresses, host_ports),
                     )
                 continue
             address = scoped.addresses.get(ref.key)

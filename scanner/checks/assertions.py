@@ -7,7 +7,7 @@ message ("tls.protocols has TLSv1.0, TLSv1.1; must have none of SSLv2, SSLv3, TL
 
     all: [ ... ]          every child holds          any: [ ... ]   at least one child holds
     not: { ... }          the child does not hold
-    {fact: NAME, [of: TRANSFORM,] OPERATOR: OPERAND, [explain: TEXT]}
+    {fact: NAME, [of: TRANSFORM,] OPERATOR: OPERAND, [explain: TEXT (may name {fact.name} / {params.name})]}
                           a comparison; OPERAND may be {param: NAME}; `explain` replaces the generated reason
 """
 
@@ -285,11 +285,17 @@ class Leaf(Node):
         if self.op == "exists":
             ok = operator.check(raw, operand)
             state = "known" if raw is not None else "unknown"
-            return Outcome(ok, (self.explain if self.explain and not ok else f"{label} is {state}",))
+            return Outcome(ok, (self._explained(ctx) if self.explain and not ok else f"{label} is {state}",))
         if raw is None:
             # Fail closed: an unknown fact never satisfies a comparison.
             return Outcome(
-                False, (self.explain or f"{label} is unknown; {operator.words} {_fmt(shown_operand)}",), unknown=True
+                False,
+                (
+                    self._explained(ctx)
+                    if self.explain
+                    else f"{label} is unknown; {operator.words} {_fmt(shown_operand)}",
+                ),
+                unknown=True,
             )
         value = TRANSFORMS[self.transform](raw, ctx.now) if self.transform else raw
         try:
@@ -299,13 +305,18 @@ class Leaf(Node):
         if ok:
             return Outcome(True, (f"{label} is {_fmt(value)}",))
         if self.explain:
-            return Outcome(False, (self.explain,))
+            return Outcome(False, (self._explained(ctx),))
         shown = operator.offenders(value, operand) if operator.offenders else value
         verb = "has" if operator.offenders else "is"
         return Outcome(False, (f"{label} {verb} {_fmt(shown)}; {operator.words} {_fmt(shown_operand)}",))
 
     def fact_names(self) -> set[str]:
-        return {self.fact}
+        named = {n for n in placeholders(self.explain or "") if not n.startswith("params.") and n != "reasons"}
+        return {self.fact} | named
+
+    def _explained(self, ctx: EvalContext) -> str:
+        """The author's `explain`, with any {fact.name} / {params.name} in it filled in."""
+        return render_message(self.explain or "", ctx, ())
 
 
 # ---- compiler -----------------------------------------------------------------------------------
@@ -366,6 +377,15 @@ def _compile_leaf(
     explain = data.get("explain")
     if explain is not None and not isinstance(explain, str):
         raise AssertionSyntaxError((*path, "explain"), "'explain' must be a sentence")
+    for name in sorted(placeholders(explain or "")):
+        if name.startswith("params."):
+            known = params is None or name.removeprefix("params.") in params
+        else:
+            known = known_facts is None or name in known_facts
+        if not known:
+            raise AssertionSyntaxError(
+                (*path, "explain"), f"explain refers to unknown {name!r}", "use {fact.name} or {params.name}"
+            )
     ops = [k for k in data if k not in ("fact", "of", "explain")]
     unknown = [k for k in ops if k not in OPERATORS]
     if unknown:

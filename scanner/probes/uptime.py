@@ -3,21 +3,30 @@ detection from the host's TCP timestamp clock (PAT-04: a host that has not reboo
 applied its kernel patches).
 
 The estimate is only as good as the clock it reads. nmap measures how fast the TCP timestamp of the host's
-answers advances (``<tcptssequence class="1000HZ">``) and divides the current value by that rate. A host that
-sends no timestamps, or randomises them per connection (Linux since 4.10 by default: nmap then reports class
-``other`` and still prints an "uptime" that means nothing), gives no usable estimate; this probe records why,
-and PAT-04 is then not applicable to the host rather than judged on noise. OS detection sends raw packets, so
-nmap needs root (or CAP_NET_RAW/CAP_NET_ADMIN with NMAP_PRIVILEGED set); without that the probe says so and
-every PAT-04 finding is `error`. It is never run against `fragile: true` systems.
+answers advances (``<tcptssequence class="1000HZ">``) and divides the current value by that rate. Three limits:
 
-Traffic: a connect scan of the system's declared ports on its declared hosts, then nmap's OS probes (about
-16 packets per host, a few of them to one closed TCP and one closed UDP port nmap picks). A host that does
-not answer, times out or has no open declared port is `error`, never "no estimate".
+- A host that sends no timestamps, or randomises them per connection (nmap class ``other``: it still prints an
+  "uptime" that means nothing), gives no estimate. PAT-04 is not applicable to a system none of whose hosts gives
+  one, and cannot pass for a system where some host gives none.
+- The timestamp is a 32-bit counter: at 1000 Hz it wraps every 49.7 days, so a reading of 3 days may be 52.7 or
+  102.4. A reading proves a *lower* bound on the uptime (enough for a fail); only a clock that wraps no sooner
+  than a year (≤ 136 Hz) also bounds it from above (needed for a pass). Otherwise the finding is `error`.
+- Kernels that add a fixed random offset per address pair (Linux 4.13 up to the per-connection change) show a
+  steady clock with a meaningless value; nothing on the network tells them apart, which is why the control has
+  low severity and every finding carries the clock class, rate and raw XML hash as evidence.
+
+OS detection sends raw packets, so nmap needs root (or CAP_NET_RAW/CAP_NET_ADMIN with NMAP_PRIVILEGED set);
+without that the probe says so and every PAT-04 finding is `error`. It is never run against fragile systems.
+
+Traffic: a connect scan of exactly the ports the inventory declares on each host, then nmap's OS probes (about
+16 raw packets per host, a few of them to one closed TCP and one closed UDP port nmap picks, possibly an
+undeclared port number). A host that does not answer, times out or has no open declared port is `error`.
 """
 
 from __future__ import annotations
 
 import io
+import ipaddress
 import os
 import re
 import traceback
@@ -46,8 +55,11 @@ from scanner.probes.base import (
 from scanner.probes.nmap import NmapArgumentError, NmapError, run_nmap
 
 NMAP_MAX_PROCESSES = 3
+MAX_HOSTS_PER_RUN = 64
 SECONDS_PER_DAY = 86_400
-_CLOCK_CLASS = re.compile(r"^\d+HZ$")  # nmap's name for a timestamp clock advancing at a steady rate
+COUNTER_RANGE = 2**32  # TCP timestamps are 32-bit
+BOUNDING_WRAP_DAYS = 365  # a clock that wraps sooner cannot rule out that the host has run a whole wrap longer
+_CLOCK_CLASS = re.compile(r"^(\d+)HZ$")  # nmap's name for a timestamp clock advancing at a steady rate
 OS_DETECTION_ARGS = ("-O", "--max-os-tries", "1")
 PRIVILEGE_HINT = (
     "uptime is estimated by nmap OS detection, which sends raw packets: run hcscan as root, or give nmap "
@@ -55,22 +67,31 @@ PRIVILEGE_HINT = (
 )
 
 FACTS: tuple[FactSpec, ...] = (
-    FactSpec("uptime.estimated", "bool", "At least one host of the system gave a usable uptime estimate."),
-    FactSpec("uptime.max_days", "float", "Longest estimated uptime among the system's hosts, in days.", True),
-    FactSpec("uptime.longest_host", "str", "The host with the longest estimated uptime.", True),
+    FactSpec("uptime.estimated", "bool", "At least one host of the system gave an uptime reading."),
+    FactSpec("uptime.min_days", "float", "The longest uptime the readings prove (a lower bound), in days.", True),
+    FactSpec(
+        "uptime.max_days",
+        "float",
+        "The longest uptime of the system's hosts, in days, when the readings bound every host from above "
+        "(every host read, on clocks that wrap no sooner than a year); null otherwise.",
+        True,
+    ),
+    FactSpec("uptime.longest_host", "str", "The host with the longest reading.", True),
     FactSpec("uptime.last_boot", "str", "nmap's last-boot time of that host (its clock, as nmap prints it).", True),
+    FactSpec("uptime.unbounded", "list[str]", "Why the uptime cannot be bounded from above, per host."),
     FactSpec(
         "uptime.hosts",
         "list[object]",
-        "Per host: address, estimated, seconds, last_boot, timestamp_clock (nmap's tcptssequence class), why.",
+        "Per host: address, estimated, seconds, last_boot, timestamp_clock (nmap's tcptssequence class), "
+        "wraps_after_days, why.",
     ),
-    FactSpec("uptime.unestimated", "list[str]", "Hosts without a usable estimate, each with the reason."),
-    FactSpec("uptime.nmap_xml_sha256", "str", "SHA-256 of the raw nmap XML the estimates come from."),
+    FactSpec("uptime.unestimated", "list[str]", "Hosts without a reading, each with the reason."),
+    FactSpec("uptime.nmap_xml_sha256", "list[str]", "SHA-256 of each raw nmap XML the readings come from."),
 )
 
 
 # ---------------------------------------------------------------------------------------------
-# parsing and judging the estimate's worth (pure)
+# parsing and judging the reading's worth (pure)
 
 
 @dataclass(frozen=True)
@@ -85,12 +106,33 @@ class HostUptime:
     open_ports: int = 0
     timed_out: bool = False
 
+    @property
+    def hz(self) -> int | None:
+        match = _CLOCK_CLASS.match(self.clock or "")
+        return int(match.group(1)) if match and int(match.group(1)) > 0 else None
 
-def parse_uptime_xml(xml: str) -> dict[str, HostUptime]:
+    @property
+    def wraps_after_days(self) -> float | None:
+        return COUNTER_RANGE / self.hz / SECONDS_PER_DAY if self.hz else None
+
+
+@dataclass(frozen=True)
+class UptimeScan:
+    hosts: Mapping[str, HostUptime]
+    finished_ok: bool
+    error_message: str | None
+
+
+def parse_uptime_xml(xml: str) -> UptimeScan:
     """Per host address: status, `<uptime>` and `<tcptssequence>` of an `nmap -O` run (hardened parser)."""
     hosts: dict[str, HostUptime] = {}
+    finished_ok: bool = False
+    error_message: str | None = "nmap output cut short"
     try:
         for _event, elem in SafeET.iterparse(io.StringIO(xml), events=("end",)):
+            if elem.tag == "finished":
+                finished_ok = elem.get("exit", "success") == "success"
+                error_message = elem.get("errormsg")
             if elem.tag != "host":
                 continue
             address = next(
@@ -111,7 +153,7 @@ def parse_uptime_xml(xml: str) -> dict[str, HostUptime]:
             elem.clear()
     except Exception as exc:  # defusedxml and expat raise several types; all mean "unusable output"
         raise NmapError(ProbeErrorReason.TOOL_FAILED, f"unreadable nmap XML: {exc}") from exc
-    return hosts
+    return UptimeScan(hosts, finished_ok, error_message)
 
 
 def why_not_looked(address: str, host: HostUptime | None) -> str | None:
@@ -128,30 +170,36 @@ def why_not_looked(address: str, host: HostUptime | None) -> str | None:
 
 
 def why_no_estimate(host: HostUptime) -> str | None:
-    """None when the clock nmap read gives a usable estimate; otherwise why not, in words a reader can act on."""
+    """None when the clock nmap read gives a reading; otherwise why not, in words a reader can act on."""
     if host.clock == "other":
         return (
-            "the host randomises its TCP timestamps (nmap class 'other'), as Linux does by default since 4.10, "
-            "so its uptime cannot be estimated from the network"
+            "the host randomises its TCP timestamps per connection (nmap class 'other'), so its uptime cannot be "
+            "estimated from the network"
         )
-    if host.clock is None or not _CLOCK_CLASS.match(host.clock):
+    if host.hz is None:
         return f"the host sends no usable TCP timestamps (nmap: {host.clock})"
     if host.seconds is None:
         return f"nmap gave no uptime for a {host.clock} timestamp clock"
     return None
 
 
-def system_outcome(hosts: Sequence[str], parsed: Mapping[str, HostUptime], xml_sha256: str) -> ProbeOutcome:
-    """The system's facts from the per-host results of one nmap run; `error` if any host could not be looked at."""
-    problems = [p for p in (why_not_looked(a, parsed.get(a)) for a in sorted(hosts)) if p is not None]
+def _days(seconds: int) -> float:
+    return round(seconds / SECONDS_PER_DAY, 1)
+
+
+def system_outcome(hosts: Sequence[str], found: Mapping[str, HostUptime], xml_sha256: Sequence[str]) -> ProbeOutcome:
+    """The system's facts from the per-host readings; `error` if any host could not be looked at."""
+    problems = [p for p in (why_not_looked(a, found.get(a)) for a in sorted(hosts)) if p is not None]
     if problems:
         return ProbeError(ProbeErrorReason.UNREACHABLE, "; ".join(problems))
     rows: list[dict[str, JSONValue]] = []
     unestimated: list[str] = []
-    best: HostUptime | None = None
+    unbounded: list[str] = []
+    longest: HostUptime | None = None
     for address in sorted(hosts):
-        host = parsed[address]
+        host = found[address]
         why = why_no_estimate(host)
+        wrap = host.wraps_after_days
         rows.append(
             {
                 "address": address,
@@ -159,22 +207,34 @@ def system_outcome(hosts: Sequence[str], parsed: Mapping[str, HostUptime], xml_s
                 "seconds": host.seconds if why is None else None,
                 "last_boot": host.last_boot if why is None else None,
                 "timestamp_clock": host.clock,
+                "wraps_after_days": round(wrap, 1) if wrap is not None else None,
                 "why": why,
             }
         )
         if why is not None:
             unestimated.append(f"{address}: {why}")
-        elif best is None or (host.seconds or 0) > (best.seconds or 0):
-            best = host
+            unbounded.append(f"{address}: no reading")
+            continue
+        if wrap is not None and wrap < BOUNDING_WRAP_DAYS:
+            seconds = host.seconds or 0
+            unbounded.append(
+                f"{address}: its {host.hz} Hz timestamp clock wraps every {wrap:.1f} days, so the reading of "
+                f"{_days(seconds)} days may also be {_days(seconds + round(wrap * SECONDS_PER_DAY))} days or more"
+            )
+        if longest is None or (host.seconds or 0) > (longest.seconds or 0):
+            longest = host
+    lower = _days(longest.seconds or 0) if longest is not None else None
     return ProbeFacts(
         {
-            "uptime.estimated": best is not None,
-            "uptime.max_days": round((best.seconds or 0) / SECONDS_PER_DAY, 1) if best is not None else None,
-            "uptime.longest_host": best.address if best is not None else None,
-            "uptime.last_boot": best.last_boot if best is not None else None,
+            "uptime.estimated": longest is not None,
+            "uptime.min_days": lower,
+            "uptime.max_days": lower if longest is not None and not unbounded else None,
+            "uptime.longest_host": longest.address if longest is not None else None,
+            "uptime.last_boot": longest.last_boot if longest is not None else None,
+            "uptime.unbounded": unbounded,
             "uptime.hosts": rows,
             "uptime.unestimated": unestimated,
-            "uptime.nmap_xml_sha256": xml_sha256,
+            "uptime.nmap_xml_sha256": sorted(set(xml_sha256)),
         }
     )
 
@@ -184,44 +244,85 @@ def nmap_may_send_raw_packets() -> bool:
     return os.geteuid() == 0 or os.environ.get("NMAP_PRIVILEGED", "") not in ("", "0")
 
 
+# ---------------------------------------------------------------------------------------------
+# planning the nmap runs (pure)
+
+
 @dataclass(frozen=True)
 class UptimeRun:
-    """One nmap -O process: these systems' hosts × these (declared) ports, with one politeness."""
+    """One nmap -O process: these hosts × these (declared) ports, with one politeness."""
 
     politeness: Politeness
-    ports: frozenset[int]
-    targets: tuple[Target, ...]
-
-    @property
-    def systems(self) -> int:
-        return len({t.system_id for t in self.targets})
+    ports: tuple[int, ...]
+    hosts: tuple[str, ...]
+    systems: int
 
 
-def plan_runs(targets: Sequence[Target], privileged: bool) -> tuple[dict[str, ProbeOutcome], list[UptimeRun]]:
-    """Targets that cannot be probed (with why), and the nmap runs for the rest: one per politeness and port
-    set, and a run of its own for a system with a hard concurrency limit (fragile systems are never probed)."""
-    results: dict[str, ProbeOutcome] = {}
-    groups: dict[tuple[Politeness, frozenset[int], str], list[Target]] = defaultdict(list)
+def host_ports(target: Target) -> dict[str, set[int]]:
+    """The ports the inventory declares on each of the system's hosts."""
+    declared = target.declared.get("host_ports")
+    if isinstance(declared, Mapping) and declared:
+        return {str(a): {int(p) for p in ports} for a, ports in declared.items()}
+    ports = declared_ports(target)  # no per-host map given: every host of the system with the system's ports
+    return {a: set(ports) for a in system_hosts(target)}
+
+
+_RunKey = tuple[Politeness, tuple[int, ...], int, str]  # politeness, declared ports, IP version, own-run system
+
+
+@dataclass(frozen=True)
+class UptimePlan:
+    skipped: Mapping[str, ProbeOutcome]  # target key → why it is not probed
+    runs: tuple[UptimeRun, ...]
+    members: Mapping[str, tuple[tuple[str, int], ...]]  # target key → (host, index of the run covering it)
+
+
+def plan_runs(targets: Sequence[Target], privileged: bool) -> UptimePlan:
+    """Targets that cannot be probed (with why), and the nmap runs for the rest: hosts grouped by politeness,
+    declared ports and IP version, at most MAX_HOSTS_PER_RUN a run; a system with a hard concurrency limit gets
+    runs of its own; fragile systems are never probed."""
+    skipped: dict[str, ProbeOutcome] = {}
+    groups: dict[_RunKey, dict[str, set[str]]] = defaultdict(dict)
+    wanted: dict[str, list[tuple[str, _RunKey]]] = {}
     for t in targets:
-        ports = frozenset(declared_ports(t))
+        by_host = host_ports(t)
         if t.protocol != SYSTEM_LEVEL:
-            results[t.key] = ProbeError(ProbeErrorReason.INTERNAL, "the uptime probe looks at systems only")
+            skipped[t.key] = ProbeError(ProbeErrorReason.INTERNAL, "the uptime probe looks at systems only")
         elif t.politeness.fragile:
-            results[t.key] = ProbeError(
+            skipped[t.key] = ProbeError(
                 ProbeErrorReason.REFUSED, "OS detection is never run against a fragile system (fragile: true)"
             )
         elif not privileged:
-            results[t.key] = ProbeError(ProbeErrorReason.TOOL_FAILED, PRIVILEGE_HINT)
-        elif not system_hosts(t):
-            results[t.key] = ProbeError(ProbeErrorReason.UNREACHABLE, "no declared host address for this system")
-        elif not ports:
-            results[t.key] = ProbeError(
-                ProbeErrorReason.PROTOCOL, "the system declares no TCP port to read the timestamp clock on"
+            skipped[t.key] = ProbeError(ProbeErrorReason.TOOL_FAILED, PRIVILEGE_HINT)
+        elif not by_host:
+            skipped[t.key] = ProbeError(ProbeErrorReason.UNREACHABLE, "no declared host address for this system")
+        elif not all(by_host.values()):
+            skipped[t.key] = ProbeError(
+                ProbeErrorReason.PROTOCOL, "a host of the system declares no TCP port to read the timestamp clock on"
             )
         else:
-            groups[(t.politeness, ports, t.system_id if t.politeness.strict else "")].append(t)
-    runs = [UptimeRun(politeness, ports, tuple(group)) for (politeness, ports, _), group in groups.items()]
-    return results, runs
+            wanted[t.key] = []
+            for address, ports in sorted(by_host.items()):
+                key: _RunKey = (
+                    t.politeness,
+                    tuple(sorted(ports)),
+                    ipaddress.ip_address(address).version,
+                    t.system_id if t.politeness.strict else "",
+                )
+                groups[key].setdefault(address, set()).add(t.system_id)
+                wanted[t.key].append((address, key))
+    runs: list[UptimeRun] = []
+    run_of: dict[tuple[_RunKey, str], int] = {}
+    for group_key, members in groups.items():
+        addresses = sorted(members, key=ipaddress.ip_address)
+        for i in range(0, len(addresses), MAX_HOSTS_PER_RUN):
+            chunk = addresses[i : i + MAX_HOSTS_PER_RUN]
+            systems = set().union(*(members[a] for a in chunk))
+            for address in chunk:
+                run_of[(group_key, address)] = len(runs)
+            runs.append(UptimeRun(group_key[0], group_key[1], tuple(chunk), len(systems)))
+    members_of = {k: tuple((a, run_of[(key, a)]) for a, key in pairs) for k, pairs in wanted.items()}
+    return UptimePlan(skipped, tuple(runs), members_of)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -239,29 +340,41 @@ class UptimeProbe:
         self.privileged = nmap_may_send_raw_packets() if privileged is None else privileged
 
     def gather(self, targets: Sequence[Target], ctx: ProbeContext) -> dict[str, ProbeOutcome]:
-        results, runs = plan_runs(targets, self.privileged)
+        plan = plan_runs(targets, self.privileged)
+        results: dict[str, ProbeOutcome] = dict(plan.skipped)
+        done: list[tuple[UptimeScan, str] | ProbeError] = []
         with ThreadPoolExecutor(max_workers=NMAP_MAX_PROCESSES, thread_name_prefix="hcscan-uptime") as pool:
-            futures = [(run.targets, pool.submit(self._run, run, ctx)) for run in runs]
-            for group, future in futures:
+            for future in [pool.submit(self._run, run, ctx) for run in plan.runs]:
                 try:
-                    results.update(future.result())
+                    done.append(future.result())
                 except NmapError as exc:
-                    results.update({t.key: ProbeError(exc.reason, exc.detail) for t in group})
+                    done.append(ProbeError(exc.reason, exc.detail))
                 except NmapArgumentError as exc:
-                    error = ProbeError(ProbeErrorReason.INTERNAL, f"nmap arguments refused: {exc}")
-                    results.update({t.key: error for t in group})
+                    done.append(ProbeError(ProbeErrorReason.INTERNAL, f"nmap arguments refused: {exc}"))
                 except Exception:  # a bug must not take the run down
-                    error = ProbeError(ProbeErrorReason.INTERNAL, traceback.format_exc(limit=3))
-                    results.update({t.key: error for t in group})
+                    done.append(ProbeError(ProbeErrorReason.INTERNAL, traceback.format_exc(limit=3)))
+        for key, members in plan.members.items():
+            found: dict[str, HostUptime] = {}
+            hashes: list[str] = []
+            failure: ProbeError | None = None
+            for address, i in members:
+                outcome = done[i]
+                if isinstance(outcome, ProbeError):
+                    failure = failure or outcome
+                    continue
+                scan, sha = outcome
+                if address in scan.hosts:
+                    found[address] = scan.hosts[address]
+                hashes.append(sha)
+            results[key] = failure or system_outcome([a for a, _ in members], found, hashes)
         return results
 
     @staticmethod
-    def _run(planned: UptimeRun, ctx: ProbeContext) -> dict[str, ProbeOutcome]:
-        hosts = sorted(set().union(*(system_hosts(t) for t in planned.targets)))
+    def _run(planned: UptimeRun, ctx: ProbeContext) -> tuple[UptimeScan, str]:
         try:
             run = run_nmap(
-                hosts,
-                sorted(planned.ports),
+                planned.hosts,
+                planned.ports,
                 politeness=planned.politeness,
                 extra=OS_DETECTION_ARGS,
                 timeout_s=max(30.0, planned.politeness.timeout_s * 6),
@@ -272,5 +385,7 @@ class UptimeProbe:
             if "privileges" in exc.detail:  # nmap: "TCP/IP fingerprinting (for OS scan) requires root privileges."
                 raise NmapError(exc.reason, f"{PRIVILEGE_HINT} (nmap: {exc.detail})") from exc
             raise
-        parsed = parse_uptime_xml(run.xml)
-        return {t.key: system_outcome(sorted(system_hosts(t)), parsed, run.xml_sha256) for t in planned.targets}
+        scan = parse_uptime_xml(run.xml)
+        if not scan.finished_ok:
+            raise NmapError(ProbeErrorReason.TOOL_FAILED, scan.error_message or "nmap did not finish")
+        return scan, run.xml_sha256

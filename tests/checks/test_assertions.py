@@ -164,6 +164,23 @@ def test_all_names_the_first_failure_and_explain_replaces_the_reason() -> None:
         compile_assertion({"fact": "tls.offered", "equals": True, "explain": ["not", "text"]})
 
 
+def test_explain_names_facts_and_params_and_unknown_names_are_refused_at_load() -> None:
+    node = compile_assertion(
+        {"fact": "tls.min_dh_bits", "gte": {"param": "min_dh"}, "explain": "DH {tls.min_dh_bits} < {params.min_dh}"},
+        known_facts=set(FACTS),
+        params={"min_dh": 2048},
+    )
+    out = node.evaluate(EvalContext(FACTS, {"min_dh": 2048}, NOW))
+    assert out.reasons == ("DH 1024 < 2048",)
+    assert node.fact_names() == {"tls.min_dh_bits"}
+    unknown_fact = compile_assertion({"fact": "tls.none", "exists": True, "explain": "missing: {tls.protocols}"})
+    assert unknown_fact.evaluate(EvalContext(FACTS, {}, NOW)).reasons == ("missing: [TLSv1.0, TLSv1.2]",)
+    with pytest.raises(AssertionSyntaxError, match=r"explain refers to unknown 'tls\.typo'"):
+        compile_assertion({"fact": "tls.offered", "equals": True, "explain": "{tls.typo}"}, known_facts=set(FACTS))
+    with pytest.raises(AssertionSyntaxError, match=r"explain refers to unknown 'params\.nope'"):
+        compile_assertion({"fact": "tls.offered", "equals": True, "explain": "{params.nope}"}, params={})
+
+
 def test_unknown_stays_unknown_through_not_and_any() -> None:
     """'not (unknown)' must never become a pass; the verdict is could-not-assess."""
     from scanner.checks.verdict import Rule, judge

@@ -50,37 +50,59 @@ NONE = _host("127.0.0.3", "none returned (unsupported)")
 
 
 def test_parse_reads_uptime_clock_and_open_ports() -> None:
-    parsed = parse_uptime_xml(_xml(PLAIN, RANDOM, NONE))
+    scan = parse_uptime_xml(_xml(PLAIN, RANDOM, NONE))
+    assert scan.finished_ok
+    parsed = scan.hosts
     assert parsed["127.0.0.1"] == HostUptime(
         "127.0.0.1", True, 8973, "Sun Nov 22 23:56:04 2026", "1000HZ", open_ports=1, timed_out=False
     )
     assert parsed["127.0.0.2"].clock == "other" and parsed["127.0.0.2"].seconds == 17
     assert parsed["127.0.0.3"].seconds is None
+    assert parsed["127.0.0.1"].hz == 1000 and round(parsed["127.0.0.1"].wraps_after_days or 0, 1) == 49.7
+    assert not parse_uptime_xml(_xml(PLAIN).replace('exit="success"', 'exit="error"')).finished_ok
 
 
-def test_plain_clock_gives_an_estimate_in_days() -> None:
-    outcome = system_outcome(["127.0.0.1"], parse_uptime_xml(_xml(PLAIN)), "sha")
+def _outcome(hosts: list[str], *xml_hosts: str) -> ProbeFacts | ProbeError:
+    outcome = system_outcome(hosts, parse_uptime_xml(_xml(*xml_hosts)).hosts, ["sha"])
+    assert isinstance(outcome, ProbeFacts | ProbeError)
+    return outcome
+
+
+def test_a_fast_clock_proves_a_lower_bound_but_no_upper_one() -> None:
+    outcome = _outcome(["127.0.0.1"], PLAIN)
     assert isinstance(outcome, ProbeFacts)
     assert outcome.facts["uptime.estimated"] is True
-    assert outcome.facts["uptime.max_days"] == 0.1
-    assert outcome.facts["uptime.longest_host"] == "127.0.0.1"
-    assert outcome.facts["uptime.unestimated"] == []
+    assert outcome.facts["uptime.min_days"] == 0.1 and outcome.facts["uptime.max_days"] is None
+    assert "1000 Hz timestamp clock wraps every 49.7 days" in outcome.facts["uptime.unbounded"][0]
+    assert "may also be 49.8 days" in outcome.facts["uptime.unbounded"][0]
+    assert outcome.facts["uptime.longest_host"] == "127.0.0.1" and outcome.facts["uptime.unestimated"] == []
 
 
-def test_randomised_clock_is_no_estimate_even_though_nmap_prints_one() -> None:
-    outcome = system_outcome(["127.0.0.2"], parse_uptime_xml(_xml(RANDOM)), "sha")
+def test_a_slow_clock_bounds_the_uptime() -> None:
+    slow = _host("127.0.0.5", "100HZ", '<uptime seconds="864000" lastboot="Fri Nov 13 00:00:00 2026"/>')
+    outcome = _outcome(["127.0.0.5"], slow)
     assert isinstance(outcome, ProbeFacts)
-    assert outcome.facts["uptime.estimated"] is False and outcome.facts["uptime.max_days"] is None
+    assert outcome.facts["uptime.min_days"] == outcome.facts["uptime.max_days"] == 10.0
+    assert outcome.facts["uptime.unbounded"] == []
+    assert outcome.facts["uptime.hosts"][0]["wraps_after_days"] == 497.1
+
+
+def test_randomised_clock_is_no_reading_even_though_nmap_prints_one() -> None:
+    outcome = _outcome(["127.0.0.2"], RANDOM)
+    assert isinstance(outcome, ProbeFacts)
+    assert outcome.facts["uptime.estimated"] is False and outcome.facts["uptime.min_days"] is None
+    assert outcome.facts["uptime.max_days"] is None
     assert "randomises its TCP timestamps" in outcome.facts["uptime.unestimated"][0]
 
 
-def test_longest_estimate_of_several_hosts_wins_and_the_others_are_listed() -> None:
+def test_one_host_without_a_reading_leaves_the_system_unbounded() -> None:
+    slow = _host("127.0.0.5", "100HZ", '<uptime seconds="864000" lastboot="Fri Nov 13 00:00:00 2026"/>')
     longer = _host("127.0.0.4", "100HZ", '<uptime seconds="8640000" lastboot="Wed Jul 15 00:00:00 2026"/>')
-    outcome = system_outcome(
-        ["127.0.0.1", "127.0.0.3", "127.0.0.4"], parse_uptime_xml(_xml(PLAIN, NONE, longer)), "sha"
-    )
+    outcome = _outcome(["127.0.0.3", "127.0.0.4", "127.0.0.5"], NONE, longer, slow)
     assert isinstance(outcome, ProbeFacts)
-    assert outcome.facts["uptime.max_days"] == 100.0 and outcome.facts["uptime.longest_host"] == "127.0.0.4"
+    assert outcome.facts["uptime.min_days"] == 100.0 and outcome.facts["uptime.longest_host"] == "127.0.0.4"
+    assert outcome.facts["uptime.max_days"] is None  # 127.0.0.3 may have run longer still
+    assert outcome.facts["uptime.unbounded"] == ["127.0.0.3: no reading"]
     assert outcome.facts["uptime.unestimated"] == ["127.0.0.3: the host sends no usable TCP timestamps "
                                                    "(nmap: none returned (unsupported))"]  # fmt: skip
 
@@ -95,12 +117,12 @@ def test_longest_estimate_of_several_hosts_wins_and_the_others_are_listed() -> N
     ],
 )
 def test_a_host_nmap_could_not_look_at_is_an_error_not_a_missing_estimate(hosts: list[str], expected: str) -> None:
-    outcome = system_outcome(["127.0.0.1"], parse_uptime_xml(_xml(*hosts)), "sha")
+    outcome = _outcome(["127.0.0.1"], *hosts)
     assert isinstance(outcome, ProbeError) and expected in outcome.detail
 
 
 def test_one_silent_host_makes_the_whole_system_an_error() -> None:
-    outcome = system_outcome(["127.0.0.1", "127.0.0.9"], parse_uptime_xml(_xml(PLAIN)), "sha")
+    outcome = _outcome(["127.0.0.1", "127.0.0.9"], PLAIN)
     assert isinstance(outcome, ProbeError) and "127.0.0.9 did not answer" in outcome.detail
 
 
@@ -129,25 +151,51 @@ def test_fragile_systems_and_systems_without_ports_are_never_probed() -> None:
     assert isinstance(portless, ProbeError) and "no TCP port" in portless.detail
 
 
-def test_runs_share_politeness_and_ports_and_a_system_with_its_own_limit_runs_alone() -> None:
-    def target(system_id: str, port: int, politeness: Politeness) -> Target:
-        return Target(
-            key=f"{system_id}/*",
-            system_id=system_id,
-            address="127.0.0.1",
-            port=0,
-            protocol=SYSTEM_LEVEL,
-            politeness=politeness,
-            declared={"addresses": ["127.0.0.1"], "endpoints": [{"id": "ep", "port": port}]},
-        )
+def _system(system_id: str, politeness: Politeness, host_ports: dict[str, list[int]]) -> Target:
+    return Target(
+        key=f"{system_id}/*",
+        system_id=system_id,
+        address=min(host_ports),
+        port=0,
+        protocol=SYSTEM_LEVEL,
+        politeness=politeness,
+        declared={
+            "addresses": sorted(host_ports),
+            "endpoints": [{"id": f"ep{p}", "port": p} for ports in host_ports.values() for p in ports],
+            "host_ports": host_ports,
+        },
+    )
 
+
+def test_runs_group_hosts_by_declared_ports_and_a_system_with_its_own_limit_runs_alone() -> None:
     plain, own = Politeness(), Politeness(max_concurrency=2, own_concurrency=True)
-    targets = [target("a", 443, plain), target("b", 443, plain), target("c", 22, plain)]
-    targets += [target("d", 443, own), target("e", 443, own), target("f", 443, Politeness(fragile=True))]
-    errors, runs = plan_runs(targets, privileged=True)
-    assert set(errors) == {"f/*"}
-    shape = sorted((sorted(t.system_id for t in r.targets), sorted(r.ports), r.systems) for r in runs)
-    assert shape == [(["a", "b"], [443], 2), (["c"], [22], 1), (["d"], [443], 1), (["e"], [443], 1)]
+    targets = [
+        _system("a", plain, {"127.0.0.1": [443]}),
+        _system("b", plain, {"127.0.0.2": [443], "127.0.0.3": [22]}),  # each host only on its own port
+        _system("c", plain, {"::1": [443]}),  # IPv6 apart
+        _system("d", own, {"127.0.0.4": [443]}),
+        _system("e", own, {"127.0.0.5": [443]}),
+        _system("f", Politeness(fragile=True), {"127.0.0.6": [443]}),
+    ]
+    plan = plan_runs(targets, privileged=True)
+    assert set(plan.skipped) == {"f/*"}
+    shape = sorted((r.hosts, r.ports, r.systems) for r in plan.runs)
+    assert shape == [
+        (("127.0.0.1", "127.0.0.2"), (443,), 2),
+        (("127.0.0.3",), (22,), 1),
+        (("127.0.0.4",), (443,), 1),
+        (("127.0.0.5",), (443,), 1),
+        (("::1",), (443,), 1),
+    ]
+    runs_of_b = {address: plan.runs[i].ports for address, i in plan.members["b/*"]}
+    assert runs_of_b == {"127.0.0.2": (443,), "127.0.0.3": (22,)}
+
+
+def test_large_groups_are_cut_into_runs_of_at_most_64_hosts() -> None:
+    targets = [_system(f"s{i}", Politeness(), {f"127.0.1.{i}": [443]}) for i in range(1, 151)]
+    plan = plan_runs(targets, privileged=True)
+    assert sorted(len(r.hosts) for r in plan.runs) == [22, 64, 64]
+    assert sum(r.systems for r in plan.runs) == 150
 
 
 # ---------------------------------------------------------------------------------------------
@@ -185,18 +233,20 @@ def test_live_plain_timestamp_clock_estimates_the_kernels_real_uptime() -> None:
     facts = result["facts"]
     assert facts["uptime.estimated"] is True
     (host,) = facts["uptime.hosts"]
-    assert host["timestamp_clock"] == "1000HZ"
-    # The namespace shares the kernel, so the estimate is this machine's uptime (nmap reads it a moment earlier).
+    assert host["timestamp_clock"] == "1000HZ" and host["wraps_after_days"] == 49.7
+    # The namespace shares the kernel, so the reading is this machine's uptime (nmap reads it a moment earlier).
     assert abs(host["seconds"] - result["uptime_s"]) < 60
-    assert facts["uptime.max_days"] == round(host["seconds"] / 86_400, 1)
-    assert len(facts["uptime.nmap_xml_sha256"]) == 64
+    assert facts["uptime.min_days"] == round(host["seconds"] / 86_400, 1)
+    assert facts["uptime.max_days"] is None  # a 1000 Hz clock wraps every 49.7 days: no upper bound
+    (sha,) = facts["uptime.nmap_xml_sha256"]
+    assert len(sha) == 64
 
 
 @needs_netns
 @pytest.mark.parametrize(("timestamps", "why"), [(1, "randomises its TCP timestamps"), (0, "no usable TCP timestamps")])
 def test_live_randomised_or_absent_timestamps_give_no_estimate(timestamps: int, why: str) -> None:
     facts = _probe_in_netns(timestamps)["facts"]
-    assert facts["uptime.estimated"] is False and facts["uptime.max_days"] is None
+    assert facts["uptime.estimated"] is False and facts["uptime.min_days"] is None
     assert why in facts["uptime.unestimated"][0]
 
 
@@ -212,7 +262,7 @@ def _pat04_variant(control_id: str, max_days: float) -> dict[str, Any]:
         "applies_to": {"level": "system", "fragile": False},
         "probe": "uptime",
         "when": {"fact": "uptime.estimated", "equals": True},
-        "assert": {"fact": "uptime.max_days", "lte": max_days},
+        "assert": {"all": [{"fact": "uptime.min_days", "lte": max_days}, {"fact": "uptime.max_days", "lte": max_days}]},
     }
 
 
@@ -238,8 +288,9 @@ def test_live_scan_judges_pat04_end_to_end(tmp_path: Path, timestamps: int) -> N
     done = _in_netns("scan", str(timestamps), str(config), "--control", "PAT-04", "--control", "SITE-UP-SHORT")
     assert done.returncode in (0, 1), done.stderr
     verdicts = _verdicts(tmp_path)
-    if timestamps == 2:  # a real estimate: within 45 days, and longer than half of itself
-        assert verdicts["PAT-04"][0] == "pass", verdicts
+    if timestamps == 2:  # a real reading on a 1000 Hz clock: proves "longer than half of itself", bounds nothing
+        assert verdicts["PAT-04"][0] == "error", verdicts
+        assert "not bounded" in verdicts["PAT-04"][1], verdicts
         assert verdicts["SITE-UP-SHORT"][0] == "fail", verdicts
     else:  # randomised clock: no estimate, so neither control is judged on noise
         assert verdicts["PAT-04"][0] == "not_applicable", verdicts
