@@ -385,3 +385,34 @@ class JsonLogServer(_LogApiServer):
             for e in self.sorted_events(order == "desc", size)
         ]
         handler._send(200, json.dumps({"hits": {"total": {"value": len(self.events)}, "hits": hits}}).encode())
+
+
+class LokiLogServer(_LogApiServer):
+    """`GET /loki/api/v1/query_range?query=…&limit=N&direction=backward|forward` → Loki's streams answer.
+
+    Events are spread over two streams (one per host label), each value a [nanosecond time, JSON line] pair, so a
+    reader must gather the streams (`data.result.*.values`) and step into the line (`1.user`).
+    """
+
+    auth_scheme: ClassVar[str] = "Bearer"
+
+    def answer(self, handler: _Handler, method: str, body: bytes) -> None:
+        parts = urlsplit(handler.path)
+        if parts.path != "/loki/api/v1/query_range" or method != "GET":
+            handler._send(404, b"404 page not found", "text/plain")
+            return
+        query = parse_qs(parts.query)
+        try:
+            limit = int(query.get("limit", ["100"])[0])
+        except ValueError:
+            handler._send(400, b"invalid limit", "text/plain")
+            return
+        backward = query.get("direction", ["backward"])[0] == "backward"
+        streams: dict[str, list[list[str]]] = {}
+        for i, e in enumerate(self.sorted_events(backward, limit)):
+            line = json.dumps({"user": e.user, "patient": e.patient, "action": e.action, "msg": "record opened"})
+            nanoseconds = str(int(e.time.timestamp()) * 1_000_000_000 + e.time.microsecond * 1000)
+            streams.setdefault(f"epj-{i % 2 + 1}", []).append([nanoseconds, line])
+        result = [{"stream": {"app": "epj", "host": host}, "values": values} for host, values in streams.items()]
+        answer = {"status": "success", "data": {"resultType": "streams", "result": result}}
+        handler._send(200, json.dumps(answer).encode())

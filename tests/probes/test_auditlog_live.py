@@ -18,7 +18,7 @@ from scanner.app import load_workspace, plan_scan, probe_context
 from scanner.engine import Selection, gather_facts, judge_all
 from scanner.errors import InputError
 from scanner.lab.certs import LabPKI
-from scanner.lab.logging import AccessEvent, FhirAuditServer, JsonLogServer, RsyslogCollector
+from scanner.lab.logging import AccessEvent, FhirAuditServer, JsonLogServer, LokiLogServer, RsyslogCollector
 from scanner.probes.auditlog import AuditLogProbe
 from scanner.probes.base import SYSTEM_LEVEL, ProbeContext, ProbeError, ProbeFacts, Target, TrustSettings
 from scanner.probes.registry import fact_names, make_probes, probe_protocols
@@ -48,6 +48,8 @@ class Backends:
     fhir_garbage: FhirAuditServer
     json: JsonLogServer
     json_incomplete: JsonLogServer
+    loki: LokiLogServer
+    loki_incomplete: LokiLogServer
     files: Path
 
 
@@ -65,6 +67,8 @@ def backends(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backends]:
         FhirAuditServer(recent(3), TOKEN, pki, garbage=True) as garbage,
         JsonLogServer([*recent(25), *old], TOKEN, pki) as json_api,
         JsonLogServer([*recent(5), *recent(5, user=None)], TOKEN, pki) as json_incomplete,
+        LokiLogServer([*recent(25), *old], TOKEN, pki) as loki,
+        LokiLogServer([*recent(5), *recent(5, patient=None)], TOKEN, pki) as loki_incomplete,
     ):
         # Real traffic through rsyslog: complete events by logger over TCP, one host over TLS.
         for i in range(25):
@@ -94,7 +98,7 @@ def backends(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backends]:
         files.mkdir()
         (files / "empty.log").write_bytes(b"")
         (files / "garbage.log").write_bytes(b"\x00\xffnot a syslog line at all\n" * 500)
-        yield Backends(collector, pki, fhir, stale, garbage, json_api, json_incomplete, files)
+        yield Backends(collector, pki, fhir, stale, garbage, json_api, json_incomplete, loki, loki_incomplete, files)
 
 
 def _syslog(path: Path, shipping: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
@@ -110,6 +114,20 @@ def _fhir(server: FhirAuditServer, **extra: Any) -> dict[str, Any]:
         "base_url": f"{server.base}/fhir",
         "token_env": "HCSCAN_TEST_LOG_TOKEN",
         **extra,
+    }
+
+
+def _loki(server: LokiLogServer) -> dict[str, Any]:
+    """Loki's query_range: events spread over streams, each a [ns time, JSON line] pair."""
+    query = '{app="epj"}'
+    return {
+        "backend": "http-json",
+        "url": f"{server.base}/loki/api/v1/query_range",
+        "token_env": "HCSCAN_TEST_LOG_TOKEN",
+        "latest_query": {"query": query, "limit": 20, "direction": "backward"},
+        "oldest_query": {"query": query, "limit": 1, "direction": "forward", "start": "0"},
+        "events_path": "data.result.*.values",
+        "fields": {"time": "0", "user": "1.user", "subject": "1.patient", "action": "1.action"},
     }
 
 
@@ -192,6 +210,8 @@ def _cases(b: Backends) -> dict[str, tuple[dict[str, Any] | None, dict[str, str]
         "fhir-no-env": (_fhir(b.fhir, token_env="HCSCAN_TEST_UNSET_TOKEN"), {"LOG-02": "error"}, None),
         "json": (_json(b.json), {"LOG-01": "pass", "LOG-02": "pass", "LOG-03": "pass"}, None),
         "json-incomplete": (_json(b.json_incomplete), {"LOG-01": "pass", "LOG-03": "fail", "LOG-02": "fail"}, None),
+        "loki": (_loki(b.loki), {"LOG-01": "pass", "LOG-02": "pass", "LOG-03": "pass"}, None),
+        "loki-incomplete": (_loki(b.loki_incomplete), {"LOG-01": "pass", "LOG-03": "fail"}, None),
         "json-down": (
             _json(b.json, url=f"https://127.0.0.1:{_closed_port()}/audit/_search"),
             {"LOG-01": "error"},

@@ -8,6 +8,7 @@ out of the backend: an event keeps only its time and which of user, subject and 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -97,12 +98,31 @@ def parse_time(value: Any) -> dt.datetime | None:
     return None
 
 
+MAX_EMBEDDED_JSON = 65_536  # characters of a JSON-encoded string field a path may step into
+
+
+def _embedded_json(text: str) -> Any:
+    """A log line that is itself a JSON object (Loki, many shippers): parsed, so a path can step into it."""
+    stripped = text.strip()
+    if not stripped.startswith("{") or len(stripped) > MAX_EMBEDDED_JSON:
+        return None
+    try:
+        return json.loads(stripped)
+    except ValueError:
+        return None
+
+
 def dig(data: Any, path: str) -> Any:
-    """The value at a dotted path (`hits.hits`, `_source.user.name`, `entity.0.what`); None when absent."""
+    """The value at a dotted path (`hits.hits`, `_source.user.name`, `entity.0.what`); None when absent.
+
+    A step into a string that holds a JSON object parses it first (`1.user` reads the `user` of a Loki line).
+    """
     if path == "":
         return data
     cur = data
     for part in path.split("."):
+        if isinstance(cur, str):
+            cur = _embedded_json(cur)
         if isinstance(cur, Mapping):
             cur = cur.get(part)
         elif isinstance(cur, Sequence) and not isinstance(cur, str) and part.isdigit():
@@ -113,6 +133,27 @@ def dig(data: Any, path: str) -> Any:
         if cur is None:
             return None
     return cur
+
+
+def collect(data: Any, path: str) -> list[Any] | None:
+    """The list at a dotted path where `*` stands for every element of a list (or value of an object), the
+    lists found under each concatenated: `data.result.*.values` gathers the events of all Loki streams.
+    None when the path leads nowhere or not to lists."""
+    head, star, rest = path.partition("*")
+    if not star:
+        found = dig(data, path)
+        return found if isinstance(found, list) else None
+    parent = dig(data, head.rstrip("."))
+    members = list(parent.values()) if isinstance(parent, Mapping) else parent
+    if not isinstance(members, list):
+        return None
+    out: list[Any] = []
+    for member in members:
+        found = collect(member, rest.lstrip("."))
+        if found is None:
+            return None
+        out.extend(found)
+    return out
 
 
 def has_value(value: Any) -> bool:

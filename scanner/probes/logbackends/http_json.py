@@ -13,6 +13,7 @@ from scanner.probes.logbackends.base import (
     LogBackendError,
     LogEvent,
     LogSnapshot,
+    collect,
     dig,
     has_value,
     newest_first,
@@ -51,8 +52,8 @@ class HttpJsonBackend:
                 auth_scheme=spec.auth_scheme,
                 verify=spec.verify_tls,
             )
-            items = dig(answer, spec.events_path)
-            if not isinstance(items, list):
+            items = collect(answer, spec.events_path)
+            if items is None:
                 where = f"events_path '{spec.events_path}'" if spec.events_path else "the answer"
                 raise LogBackendError(ProbeErrorReason.PROTOCOL, f"{source}: {where} is not a list of events")
             return [json_event(item, spec.fields) for item in items]

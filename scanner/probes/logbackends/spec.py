@@ -18,6 +18,7 @@ from scanner.config import Strict
 
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 EnvName = Annotated[str, Field(pattern=ENV_NAME, description="Name of an environment variable (never the secret).")]
+_EVENTS_PATH = re.compile(r"^([^.*]+|\*)(\.([^.*]+|\*))*$")
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?$")
 
 ShippingTransport = Literal["syslog-tls", "syslog-tcp", "syslog-udp", "relp-tls", "relp", "https", "http"]
@@ -169,7 +170,11 @@ class HttpJsonSpec(_HttpBackend):
     oldest_query: dict[str, Any] | None = Field(
         None, description="Query returning the oldest retained event(s); without it retention is unknown."
     )
-    events_path: str = Field("", description="Dotted path to the list of events in the answer ('' = the answer).")
+    events_path: str = Field(
+        "",
+        description="Dotted path to the list of events in the answer ('' = the answer); '*' gathers the lists "
+        "under every element, e.g. data.result.*.values for Loki's streams.",
+    )
     fields: JsonFieldPaths
     auth_scheme: str = Field("Bearer", pattern=r"^[A-Za-z][A-Za-z0-9-]{0,31}$")
 
@@ -177,6 +182,16 @@ class HttpJsonSpec(_HttpBackend):
     @classmethod
     def _url(cls, value: str) -> str:
         return check_url(value)
+
+    @field_validator("events_path")
+    @classmethod
+    def _events_path(cls, value: str) -> str:
+        if value and not _EVENTS_PATH.match(value):
+            raise ValueError(
+                f"'{value}' is not a dotted path: use keys, list indexes and '*' separated by dots, "
+                "e.g. hits.hits or data.result.*.values"
+            )
+        return value
 
 
 AuditLogSpec = Annotated[SyslogFilesSpec | FhirAuditEventSpec | HttpJsonSpec, Field(discriminator="backend")]
