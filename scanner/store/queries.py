@@ -172,8 +172,8 @@ def region_history(engine: Engine, region_id: str, limit: int = 12) -> list[RunP
     Runs are often scheduled per family (nightly TLS, weekly patching), so one run's own verdicts are not the
     region's state: a point sums, for every family, the aggregate of the latest run up to it that judged that
     family. Runs narrowed to some systems or controls are left out. Aggregates written before migration 0006
-    (family '') cover their whole run and stand alone while they are the newest.
-    """
+    (family '') cover their whole run and stand alone while they are the newest; after an upgrade, the points until
+    every family has been judged again show only the families judged since (an old row cannot be split by family)."""
     a = RunFamilyAgg.__table__.c  # type: ignore[attr-defined]
     stmt = (
         select(

@@ -307,7 +307,10 @@ def complete_run(
                 if bad:
                     if prev.first_seen_at is None:
                         prev.first_seen_at = when
-                    if change == lifecycle.REGRESSED:
+                    # Failing again after a fix reopens it, also when an unassessed run came in between
+                    # (fail → pass → error → fail is labelled "confirmed", but the fix did not hold).
+                    reopened = prev.resolved_at is not None and change == lifecycle.CONFIRMED
+                    if change == lifecycle.REGRESSED or reopened:
                         prev.times_reopened += 1
                         prev.resolved_at = None
                     prev.last_seen_at = when

@@ -124,3 +124,14 @@ def test_resolved_only_when_turning_compliant(engine: Engine) -> None:
             str(s): r is not None for s, r in conn.execute(text("select system_id, resolved_at from finding_state"))
         }
     assert resolved == {"fixed": True, "reassessed": True, "unassessed": False, "n-a": False, "confirmed": False}
+
+
+def test_a_fix_that_does_not_hold_reopens_even_with_an_unassessed_run_between(engine: Engine) -> None:
+    """fail → pass (fixed) → error (unassessed) → fail (confirmed): open again, reopened once."""
+    for n, status in enumerate((F, P, E, F)):
+        _run(engine, [_rec("flaky", status)], n)
+    with engine.connect() as conn:
+        resolved, reopened = conn.execute(
+            text("select resolved_at, times_reopened from finding_state where system_id = 'flaky'")
+        ).one()
+    assert (resolved, reopened) == (None, 1)
