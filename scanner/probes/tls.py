@@ -700,26 +700,29 @@ def build_outcome(
             f"handshake succeeded ({handshake.protocol}) but nmap ssl-enum-ciphers found no protocol "
             f"(port state {nmap_result.state})",
         )
+    return ProbeFacts({**served_facts(handshake, hostname, trust, verdict), **cipher_facts(enum), "tls.withheld": {}})
+
+
+def served_facts(
+    handshake: Handshake, hostname: str, trust: TrustAnchors, verdict: ChainVerdict | None
+) -> dict[str, JSONValue]:
+    """What our own successful handshake shows: negotiated protocol and suite, the chain as served, the name."""
     chain = handshake.chain
     leaf = chain[0] if chain else None
     verdict = verdict if verdict is not None else classify_chain(chain, trust)
-    return ProbeFacts(
-        {
-            "tls.offered": True,
-            **cipher_facts(enum),
-            "tls.negotiated_protocol": handshake.protocol,
-            "tls.negotiated_cipher": handshake.cipher,
-            "tls.chain_served": len(chain),
-            **leaf_facts(leaf),
-            "tls.chain.trusted": verdict.trusted,
-            "tls.chain.complete": verdict.complete,
-            "tls.chain.error": verdict.error,
-            "tls.hostname": hostname,
-            "tls.hostname_matches": leaf_matches(leaf, hostname) if leaf else None,
-            "tls.detail": handshake.detail,
-            "tls.withheld": {},
-        }
-    )
+    return {
+        "tls.offered": True,
+        "tls.negotiated_protocol": handshake.protocol,
+        "tls.negotiated_cipher": handshake.cipher,
+        "tls.chain_served": len(chain),
+        **leaf_facts(leaf),
+        "tls.chain.trusted": verdict.trusted,
+        "tls.chain.complete": verdict.complete,
+        "tls.chain.error": verdict.error,
+        "tls.hostname": hostname,
+        "tls.hostname_matches": leaf_matches(leaf, hostname) if leaf else None,
+        "tls.detail": handshake.detail,
+    }
 
 
 def handshake_only_outcome(
@@ -754,23 +757,10 @@ def handshake_only_outcome(
                 "tls.withheld": {name: why for name in ("tls.offered", *ENUMERATION_FACTS)},
             }
         )
-    chain = handshake.chain
-    leaf = chain[0] if chain else None
-    verdict = verdict if verdict is not None else classify_chain(chain, trust)
     return ProbeFacts(
         {
-            "tls.offered": True,
+            **served_facts(handshake, hostname, trust, verdict),
             **dict.fromkeys(ENUMERATION_FACTS),
-            "tls.negotiated_protocol": handshake.protocol,
-            "tls.negotiated_cipher": handshake.cipher,
-            "tls.chain_served": len(chain),
-            **leaf_facts(leaf),
-            "tls.chain.trusted": verdict.trusted,
-            "tls.chain.complete": verdict.complete,
-            "tls.chain.error": verdict.error,
-            "tls.hostname": hostname,
-            "tls.hostname_matches": leaf_matches(leaf, hostname) if leaf else None,
-            "tls.detail": handshake.detail,
             "tls.withheld": dict.fromkeys(ENUMERATION_FACTS, ENUMERATION_OFF),
         }
     )
