@@ -27,7 +27,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Engine
 
 from scanner.agent_config import JobKind, ScheduleConfig, ScheduleScope, cron_fields
-from scanner.app import Workspace, load_workspace, plan_scan, run_scan
+from scanner.app import RunAbandoned, Workspace, load_workspace, plan_scan, run_scan
 from scanner.config import Config
 from scanner.engine import Selection
 from scanner.errors import InputError, Problem
@@ -154,6 +154,7 @@ class _Active:
     job_id: str
     slot_id: int
     run_id: int | None = None
+    lease_lost: bool = False  # another agent took the slot over: this run must not be stored
 
 
 @dataclass
@@ -348,7 +349,7 @@ class Agent:
         work = _Active(job.id, slot_id)
         with self._guard:
             self._active[slot_id] = work
-        keeper = _LeaseKeeper(self, slot_id)
+        keeper = _LeaseKeeper(self, work)
         keeper.start()
         state, detail = slots.FAILED, "the job did not finish"
         started = time.monotonic()
@@ -407,7 +408,16 @@ class Agent:
             slots.set_running(self.engine, work.slot_id, self.holder, run_id)
 
         probes = make_probes(ws.config)  # InputError (unreadable version data) fails the slot, closed
-        result = run_scan(ws, plan, probes, selection, agent_id=self.holder.agent_id, on_run_started=started)
+
+        def abandon() -> str | None:
+            return "the slot's lease was lost (another agent took it over); not stored" if work.lease_lost else None
+
+        try:
+            result = run_scan(
+                ws, plan, probes, selection, agent_id=self.holder.agent_id, on_run_started=started, abandon=abandon
+            )
+        except RunAbandoned as exc:
+            return slots.INTERRUPTED, str(exc)
         counts = ", ".join(f"{v} {k}" for k, v in sorted(result.summary.counts.items()))
         self._notify(ws.config)
         return slots.DONE, f"run #{result.summary.run_id}: {counts or 'no findings'}"
@@ -456,11 +466,12 @@ class Agent:
 class _LeaseKeeper:
     """Renews a slot's lease while its job runs, so other agents never take over a live slot."""
 
-    def __init__(self, agent: Agent, slot_id: int) -> None:
+    def __init__(self, agent: Agent, work: _Active) -> None:
         self.agent = agent
-        self.slot_id = slot_id
+        self.work = work
+        self.slot_id = work.slot_id
         self._done = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"lease-{slot_id}", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name=f"lease-{self.slot_id}", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
@@ -475,6 +486,7 @@ class _LeaseKeeper:
             try:
                 if not slots.renew(self.agent.engine, self.slot_id, self.agent.holder, self.agent.lease):
                     _event("slot.lease_lost", logging.ERROR, slot_id=self.slot_id)
+                    self.work.lease_lost = True
                     return
             except Exception as exc:  # the store may be briefly unreachable; keep trying until the lease ends
                 _event("slot.lease_renew_failed", logging.WARNING, slot_id=self.slot_id, error=repr(exc))

@@ -122,6 +122,10 @@ class ScanResult:
     records: list[FindingRecord]
 
 
+class RunAbandoned(Exception):
+    """The run was gathered but not stored: whoever scheduled it no longer owns it (the reason is the message)."""
+
+
 def run_scan(
     ws: Workspace,
     plan: Plan,
@@ -131,10 +135,13 @@ def run_scan(
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
     agent_id: str = "",
     on_run_started: Callable[[int], None] | None = None,
+    abandon: Callable[[], str | None] | None = None,
 ) -> ScanResult:
     """Probe, judge and store one run. A crash or Ctrl-C leaves the run `interrupted`, never half-counted.
 
-    The agent passes its id (recorded on the run) and learns the run id through `on_run_started`.
+    The agent passes its id (recorded on the run), learns the run id through `on_run_started`, and through
+    `abandon` says why the run must not be stored after all (its slot's lease went to another agent): the run
+    is then ended `interrupted` with that reason and RunAbandoned raised.
     """
     from scanner.store import repo
     from scanner.store.db import open_store
@@ -152,10 +159,16 @@ def run_scan(
             on_run_started(run_id)
         facts = gather_facts(plan, probes, probe_context(ws.config), progress)
         records = judge_all(plan, facts, ws.waivers, started)
+        why = abandon() if abandon is not None else None
+        if why is not None:
+            retry_locked(lambda: repo.end_run(engine, run_id, repo.INTERRUPTED, why))
+            raise RunAbandoned(why)
         finished = now()
         summary = retry_locked(lambda: repo.complete_run(engine, run_id, records, finished))
     except KeyboardInterrupt:
         retry_locked(lambda: repo.end_run(engine, run_id, repo.INTERRUPTED, "interrupted by the user (Ctrl-C)"))
+        raise
+    except RunAbandoned:
         raise
     except BaseException as exc:
         aborted = f"run aborted: {exc!r}"

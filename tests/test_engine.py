@@ -170,3 +170,24 @@ def test_probes_refuse_a_name_that_now_resolves_out_of_scope() -> None:
         resolve_in_scope("127.0.0.1", ctx)
     with pytest.raises(OutOfScope):
         resolve_in_scope("localhost", ctx)  # resolves to loopback addresses other than 127.0.0.2
+
+
+def test_a_run_abandoned_before_storing_is_interrupted_with_its_reason_and_stores_nothing(tmp_path: Path) -> None:
+    """The agent's lease went to another agent while probing: the run is ended `interrupted`, not completed."""
+    import sqlite3
+
+    from scanner.app import RunAbandoned, load_workspace, plan_scan, run_scan
+    from scanner.probes.registry import fact_names, make_probes, probe_protocols
+    from tests.helpers import make_workspace, system
+
+    config = make_workspace(tmp_path, [system("a", "127.0.0.1", 9)])
+    ws = load_workspace(config, fact_names())
+    selection = Selection(controls=frozenset({"TLS-01"}))
+    plan, _ = plan_scan(ws, selection, probe_protocols())
+    reason = "the slot's lease was lost (another agent took it over); not stored"
+    with pytest.raises(RunAbandoned, match="lease was lost"):
+        run_scan(ws, plan, make_probes(ws.config), selection, abandon=lambda: reason)
+    with sqlite3.connect(tmp_path / "hcscan.db") as db:
+        runs = db.execute("SELECT status, status_detail FROM scan_run").fetchall()
+        findings = db.execute("SELECT COUNT(*) FROM finding").fetchone()[0]
+    assert runs == [("interrupted", reason)] and findings == 0
