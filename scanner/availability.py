@@ -197,6 +197,15 @@ class Instance(Strict):
     site: str = Field(min_length=1, description="Data centre / site name.")
 
 
+# A DICOM AE title as hcscan sends it (the node's own, called AE title): 1 to 16 characters out of letters, digits and
+# _ . : / @ + -. A strict subset of DICOM's AE value representation (default character repertoire, no backslash, no
+# control characters) that nmap's dicom-ping carries in --script-args (plain values: no spaces, commas, quotes or
+# braces) and pynetdicom accepts. No spaces at all, so leading or trailing padding (not significant in DICOM) is
+# never part of a declared title.
+AE_TITLE_PATTERN = r"^[A-Za-z0-9_.:/@+-]{1,16}$"
+AE_TITLE = re.compile(AE_TITLE_PATTERN)
+
+
 class EndpointCheck(Strict):
     """How to sample one endpoint, when the protocol's default is not right."""
 
@@ -208,9 +217,22 @@ class EndpointCheck(Strict):
     keyword: str | None = Field(None, min_length=1, max_length=200, description="Text the body must contain.")
     ae_title: str | None = Field(
         None,
+        min_length=1,
         max_length=16,
-        description="The DICOM node's own (called) AE title, also used by EXP-02 (default ANY-SCP).",
+        json_schema_extra={"pattern": AE_TITLE_PATTERN},
+        description="The DICOM node's own (called) AE title, also used by EXP-02 (default ANY-SCP): 1-16 of "
+        "A-Z a-z 0-9 _ . : / @ + - (no spaces or backslashes).",
     )
+
+    @field_validator("ae_title")
+    @classmethod
+    def _ae_title(cls, value: str | None) -> str | None:
+        if value is not None and not AE_TITLE.match(value):
+            raise ValueError(
+                f"{value!r} is not an AE title hcscan can send: 1 to 16 characters out of A-Z a-z 0-9 _ . : / @ + - "
+                "(no spaces, also not leading or trailing ones, no backslash)"
+            )
+        return value
 
 
 class SystemAvailability(Strict):

@@ -40,18 +40,27 @@ TLS_PROTOCOLS = frozenset(
 
 PATH_PROTOCOLS = frozenset({EndpointProtocol.FHIR})  # endpoints whose probes ask for URLs under a base path
 _PATH_CHARS = re.compile(r"^/(?:[A-Za-z0-9._~!$&'()*+,;=:@/-]|%[0-9A-Fa-f]{2})*$")  # RFC 3986 path characters
+_ENCODED_SEPARATOR = re.compile(r"%(?:2f|5c)", re.IGNORECASE)  # '/' or '\' that a server may decode into a separator
 
 
 def check_base_path(value: str) -> str:
     """A URL path the endpoint's API lives under: '/', '/fhir', '/baseR4' (a trailing '/' is dropped).
 
-    No query or fragment, no '.' or '..' segments (also percent-encoded), no empty segments: the probe
-    appends '/metadata' and '/<Resource>?...' to it and must stay under the declared base.
+    No query or fragment, no '.' or '..' segments (also percent-encoded), no empty segments, no ';' (path
+    parameters: Tomcat and others read '/..;/' as '/../') and no percent-encoded '/' or '\\' (%2f, %5c: some
+    servers decode them into separators): the probe appends '/metadata' and '/<Resource>?...' to it and must stay
+    under the declared base.
     """
     if "?" in value or "#" in value:
         raise ValueError(f"'{value}' has a query or fragment: declare only the base path, e.g. /fhir")
     if not _PATH_CHARS.match(value):
         raise ValueError(f"'{value}' is not a URL path: it must start with '/' and use URL path characters only")
+    if ";" in value:
+        raise ValueError(
+            f"'{value}' has a ';' (a path parameter: Tomcat and others read '..;' as '..'): declare only the base path"
+        )
+    if _ENCODED_SEPARATOR.search(value):
+        raise ValueError(f"'{value}' has a percent-encoded '/' or '\\' (%2F, %5C): write the base path with plain '/'")
     trimmed = value.rstrip("/") or "/"
     segments = trimmed.split("/")[1:]
     decoded = [s.lower().replace("%2e", ".") for s in segments]

@@ -28,6 +28,7 @@ import requests
 import urllib3
 from urllib3.exceptions import InsecureRequestWarning
 
+from scanner.availability import AE_TITLE, AE_TITLE_PATTERN
 from scanner.probes.availability import plan_for
 from scanner.probes.base import (
     FactSpec,
@@ -39,22 +40,18 @@ from scanner.probes.base import (
     ProbeOutcome,
     Target,
 )
-from scanner.probes.http import bounded_session, declared_base_path, lenient_tls_context, read_capped
+from scanner.probes.http import (
+    bounded_session,
+    declared_base_path,
+    lenient_tls_context,
+    read_capped,
+    shutdown_socket,
+)
 from scanner.probes.nmap import NmapArgumentError, NmapError, NseValue, parse_nmap_xml, run_nmap
 
 USER_AGENT = "hcscan/0.1 (compliance scanner; +declared-inventory-only)"
 MAX_BODY = 2 * 1024 * 1024
 _VB, _FS, _CR = b"\x0b", b"\x1c", b"\x0d"
-
-
-def _lenient_context() -> ssl.SSLContext:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE  # trust is TLS-0x's job; here we only ask "does it speak TLS"
-    ctx.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
-    with contextlib.suppress(ssl.SSLError):
-        ctx.set_ciphers("ALL:@SECLEVEL=0")
-    return ctx
 
 
 def tls_handshake(address: str, port: int, timeout_s: float, server_name: str | None) -> bool | ProbeError:
@@ -67,29 +64,36 @@ def tls_handshake(address: str, port: int, timeout_s: float, server_name: str | 
         return ProbeError(ProbeErrorReason.TIMEOUT, f"no TCP answer within {timeout_s:g}s")
     except OSError as exc:
         return ProbeError(ProbeErrorReason.UNREACHABLE, f"{type(exc).__name__}: {exc}")
-    # One overall limit: a per-read timeout never fires on a server that drips a byte a second.
-    timer = threading.Timer(timeout_s, _shutdown, (sock,))
+    # Trust is the TLS family's job; here we only ask "does it speak TLS" (the lenient context talks to old servers).
+    # Wrapping detaches `sock`: the handshake runs on the wrapped socket, so that is the one the timer shuts down.
+    try:
+        tls = lenient_tls_context().wrap_socket(sock, server_hostname=server_name, do_handshake_on_connect=False)
+    except BaseException:
+        sock.close()
+        raise
+    # One overall limit, whatever the peer drips (CPython bounds do_handshake by the socket timeout as well). A
+    # handshake the timer ended is a timeout, never "not TLS": the flag is set before the socket is shut down.
+    fired = threading.Event()
+
+    def hang_up() -> None:
+        fired.set()
+        shutdown_socket(tls)
+
+    timer = threading.Timer(timeout_s, hang_up)
     timer.daemon = True
     timer.start()
-    started = time.monotonic()
     try:
-        with _lenient_context().wrap_socket(sock, server_hostname=server_name) as tls:
-            tls.version()
+        tls.do_handshake()
         return True
     except TimeoutError:
         return ProbeError(ProbeErrorReason.TIMEOUT, f"no TLS handshake within {timeout_s:g}s (tarpit?)")
     except (ssl.SSLError, OSError):
-        if time.monotonic() - started >= timeout_s:
+        if fired.is_set():
             return ProbeError(ProbeErrorReason.TIMEOUT, f"no complete TLS handshake within {timeout_s:g}s")
         return False
     finally:
         timer.cancel()
-        sock.close()
-
-
-def _shutdown(sock: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RDWR)
+        tls.close()
 
 
 def _concurrently(
@@ -125,35 +129,63 @@ def _concurrently(
 DICOM_PING_PORTS: frozenset[int] = frozenset({104, 2345, 2761, 2762, 4242, 11112})
 PROBE_CALLING_AET = "HCSCAN-UNKNOWN"  # a calling AE title no archive has any reason to know
 DEFAULT_CALLED_AET = "ANY-SCP"  # nmap's default called AE title, used when the node's own is not declared
-_NMAP_ARG_AET = re.compile(r"^[A-Za-z0-9_.:/@+-]{1,16}$")  # what nmap --script-args can carry unquoted
-# A-ASSOCIATE-RJ that says "I check AE titles": permanent, by the service user, for no reason / a calling or
-# called AE title it does not recognise. Anything else (transient, congestion, protocol) says nothing about them.
-_AET_REJECT_DIAGNOSTICS = frozenset({1, 3, 7})
+# A-ASSOCIATE-RJ "rejected-permanent" (result 1) by the "service-user" (source 1), with these diagnostics:
+_RJ_NO_REASON, _RJ_CALLING_AET, _RJ_CALLED_AET = 1, 3, 7
 _METHOD_TLS = "A-ASSOCIATE over TLS (pynetdicom)"
+_DECLARE_AET = "availability.checks.<endpoint>.ae_title"
 
 
 def declared_called_aet(t: Target) -> str | None:
-    """The node's own AE title, if the inventory declares it (`availability.checks.<endpoint>.ae_title`)."""
-    return plan_for(t).check.ae_title or None
+    """The node's own AE title, if the inventory declares it (`availability.checks.<endpoint>.ae_title`).
+
+    The loader refuses a title hcscan cannot send (`AE_TITLE_PATTERN`); ValueError if one got here regardless."""
+    called = plan_for(t).check.ae_title or None
+    if called is not None and not AE_TITLE.match(called):
+        raise ValueError(f"declared AE title {called!r} cannot be sent (it must match {AE_TITLE_PATTERN})")
+    return called
 
 
-def dicom_ping_facts(data: NseValue, output: str) -> dict[str, JSONValue]:
+def _unknown_rejection_hint(called: str | None) -> str:
+    """Why a rejection whose reason is not known to be the calling AE title proves nothing, and what to do."""
+    if called is None:
+        return (
+            f" — the node's own AE title is not declared, so {DEFAULT_CALLED_AET} was called and the rejection may be"
+            f" of that called AE title, not of the unknown calling one: declare the node's AE title ({_DECLARE_AET})"
+        )
+    return ""
+
+
+def dicom_ping_facts(data: NseValue, output: str, called: str | None = None) -> dict[str, JSONValue]:
     """Facts from nmap's dicom-ping result: {dicom: "DICOM Service Provider discovered!", config: ...}.
 
-    dicom-ping reports "Any AET is accepted (Insecure)" when the association was accepted and "Called AET check
-    enabled" when it was rejected; without either the AE-title check could not be assessed.
+    `called` is the node's declared AE title (sent as dicom.called_aet), None when ANY-SCP was called.
+
+    What dicom-ping can tell: "Any AET is accepted (Insecure)" means the association (from our unknown calling AE
+    title) was accepted. "Called AET check enabled" means only that an A-ASSOCIATE-RJ came back: dicom-ping reports
+    it for every rejection and never says why (calling or called AE title, no reason, or a transient limit). That
+    is read like a rejection "with no reason given" over TLS: `rejected` when the node's own AE title was called,
+    else null (the rejection may be of ANY-SCP, the called title). It cannot tell a wrong declared called AE title
+    or a transient rejection from a calling AE-title check. Without either line: not assessed. (Plaintext DICOM
+    fails EXP-02 whatever this says: these facts are its evidence.)
     """
     fields = data if isinstance(data, dict) else {}
-    config = str(fields.get("config", ""))
+    config = str(fields.get("config", ""))[:200]
     discovered = "discovered" in str(fields.get("dicom", "")).lower() or "discovered" in output.lower()
     lowered = config.lower()
     check = "accepted" if "any aet is accepted" in lowered else "rejected" if "aet check enabled" in lowered else None
     detail = config or "no answer to the association request (not DICOM, or the association was aborted)"
+    if check == "rejected":
+        detail = (
+            f"rejected ({config}: dicom-ping does not report the reason); calling {PROBE_CALLING_AET} to called "
+            f"{called or DEFAULT_CALLED_AET}{_unknown_rejection_hint(called)}"
+        )
+        if called is None:
+            check = None
     return {
         "dicom.service": discovered,
         "dicom.any_aet_accepted": None if check is None else check == "accepted",
         "dicom.aet_check": check,
-        "dicom.aet_check_detail": detail[:300],
+        "dicom.aet_check_detail": detail,
         "dicom.reject_reason": None,
         "dicom.echo_status": None,
         "dicom.ping_output": output.strip()[:500],
@@ -185,7 +217,7 @@ class _HangUp:
             self._sockets.append(sock)
             fired = self._fired
         if fired:
-            _shutdown_raw(sock)
+            shutdown_socket(sock)
 
     def established(self, event: Any) -> None:
         """pynetdicom EVT_ESTABLISHED handler: the exchange may take its whole budget."""
@@ -202,14 +234,7 @@ class _HangUp:
             self._fired = True
             sockets = list(self._sockets)
         for sock in sockets:
-            _shutdown_raw(sock)
-
-
-def _shutdown_raw(sock: socket.socket) -> None:
-    # The TCP socket under the TLS layer (SSLSocket.shutdown would tear the TLS object from under its reader). A
-    # closed socket has fileno -1: this never touches a descriptor that has since been reused.
-    with contextlib.suppress(OSError):
-        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+            shutdown_socket(sock)  # the TCP socket under the TLS layer: the blocked reader's read ends
 
 
 def dicom_tls_association(t: Target, called: str | None) -> dict[str, JSONValue]:
@@ -291,27 +316,32 @@ def _accepted(assoc: Any, called_aet: str, fragile: bool) -> dict[str, JSONValue
 
 
 def _rejected(answer: Any, called: str | None) -> dict[str, JSONValue]:
+    """An A-ASSOCIATE-RJ proves a calling AE-title check only when it says so (diagnostic 3), or gives no reason
+    (diagnostic 1) to a request addressed to the node's own, declared AE title. "Called AE title not recognised"
+    (7) says the request never got as far as the calling AE title: not assessed, whatever was called."""
     result, source, diagnostic = answer.result, answer.result_source, answer.diagnostic
     why = f"{answer.reason_str} ({answer.result_str}, {answer.source_str})"
-    if result == 0x01 and source == 0x01 and diagnostic in _AET_REJECT_DIAGNOSTICS:
-        detail = f"rejected: {why}; calling {PROBE_CALLING_AET} to called {called or DEFAULT_CALLED_AET}"
-        if diagnostic == 7 and called is None:
-            detail += (
-                " — only the called AE title was tested: declare the node's own (availability.checks.<endpoint>"
-                ".ae_title) to test calling AE titles"
-            )
-        return {
-            "dicom.service": True,
+    called_aet = called or DEFAULT_CALLED_AET
+    sent = f"calling {PROBE_CALLING_AET} to called {called_aet}"
+    facts: dict[str, JSONValue] = {"dicom.service": True, "dicom.reject_reason": str(answer.reason_str)}
+    by_user = result == 0x01 and source == 0x01  # rejected-permanent, by the service user (not ACSE or presentation)
+    if by_user and (diagnostic == _RJ_CALLING_AET or (diagnostic == _RJ_NO_REASON and called is not None)):
+        return facts | {
             "dicom.any_aet_accepted": False,
             "dicom.aet_check": "rejected",
-            "dicom.aet_check_detail": detail,
-            "dicom.reject_reason": str(answer.reason_str),
+            "dicom.aet_check_detail": f"rejected: {why}; {sent}",
         }
-    return {
-        "dicom.service": True,
-        "dicom.reject_reason": str(answer.reason_str),
-        "dicom.aet_check_detail": f"rejected for a reason other than AE titles: {why}",
-    }
+    if by_user and diagnostic == _RJ_NO_REASON:
+        detail = f"rejected: {why}; {sent}{_unknown_rejection_hint(called)}"
+    elif by_user and diagnostic == _RJ_CALLED_AET:
+        which = "the declared one" if called is not None else "the default: the node's own is not declared"
+        detail = (
+            f"rejected: {why}; {sent} — the called AE title {called_aet} ({which}) is not the node's, so the calling"
+            f" AE title was never judged: declare the node's right AE title ({_DECLARE_AET})"
+        )
+    else:
+        detail = f"rejected for a reason other than AE titles: {why}"
+    return facts | {"dicom.aet_check_detail": detail}
 
 
 class DicomProbe:
@@ -336,8 +366,10 @@ class DicomProbe:
         FactSpec(
             "dicom.aet_check",
             "str",
-            "'accepted' (the node accepted an unknown calling AE title) or 'rejected'; null: could not be assessed "
-            "(no answer, aborted, rejected for another reason) — dicom.aet_check_detail says why.",
+            "'accepted' (the node accepted an unknown calling AE title) or 'rejected' (A-ASSOCIATE-RJ 'calling AE "
+            "title not recognised', or 'no reason given' to the declared called AE title); null: could not be "
+            "assessed (no answer, aborted, called AE title not recognised, no reason given to ANY-SCP, rejected for "
+            "another reason) — dicom.aet_check_detail says why and what to declare.",
             True,
         ),
         FactSpec("dicom.aet_check_detail", "str", "What the association attempt saw, in words (evidence)."),
@@ -371,10 +403,13 @@ class DicomProbe:
 
     @staticmethod
     def _one(t: Target, ctx: ProbeContext) -> ProbeOutcome:
+        try:
+            called = declared_called_aet(t)
+        except ValueError as exc:  # the loader refuses such a title: never sent, never replaced by ANY-SCP
+            return ProbeError(ProbeErrorReason.INTERNAL, f"{exc}; fix {_DECLARE_AET} in the inventory")
         tls = tls_handshake(t.address, t.port, t.politeness.timeout_s, t.server_name)
         if isinstance(tls, ProbeError):
             return tls
-        called = declared_called_aet(t)
         if tls:
             return ProbeFacts({"dicom.tls": True, **dicom_tls_association(t, called)})
         ping = DicomProbe._ping(t, ctx, called)
@@ -385,9 +420,9 @@ class DicomProbe:
         """One small nmap dicom-ping run for one endpoint, with its own system's politeness."""
         forced = t.port not in DICOM_PING_PORTS
         args = {"dicom.calling_aet": PROBE_CALLING_AET}
-        called_aet = DEFAULT_CALLED_AET
-        if called and _NMAP_ARG_AET.match(called):
-            args["dicom.called_aet"] = called_aet = called
+        called_aet = called or DEFAULT_CALLED_AET
+        if called is not None:  # AE_TITLE_PATTERN is what nmap's --script-args carry: no silent fallback to ANY-SCP
+            args["dicom.called_aet"] = called
         try:
             run = run_nmap(
                 [t.address],
@@ -415,8 +450,8 @@ class DicomProbe:
         }
         script = port.scripts.get("dicom-ping")
         if script is None:  # dicom-ping says nothing when the association neither succeeded nor was rejected
-            return facts | dicom_ping_facts({}, "") | {"dicom.service": False, "dicom.ping_output": None}
-        return facts | dicom_ping_facts(script.data, script.output)
+            return facts | dicom_ping_facts({}, "", called) | {"dicom.service": False, "dicom.ping_output": None}
+        return facts | dicom_ping_facts(script.data, script.output, called)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -105,18 +105,23 @@ class _Deadline:
         with self._lock:
             self._socks.append(sock)
             if self.fired:
-                _shutdown(sock)
+                shutdown_socket(sock)
 
     def fire(self) -> None:
         with self._lock:
             self.fired = True
             for sock in self._socks:
-                _shutdown(sock)
+                shutdown_socket(sock)
 
 
-def _shutdown(sock: socket.socket) -> None:
+def shutdown_socket(sock: socket.socket) -> None:
+    """Shut a connection down for reading and writing, which ends a read blocked on it; never raises.
+
+    On a TLS socket this shuts down the TCP socket underneath (SSLSocket.shutdown would tear the TLS object from
+    under its reader). A closed or detached socket has fileno -1: this never touches a descriptor that has since been
+    reused. Wrapping a socket in TLS detaches the plain one: shut down the wrapped socket, not the one it came from."""
     with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RDWR)
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
 _current = threading.local()  # the _Deadline of the request running on this thread
@@ -138,8 +143,13 @@ class _TrackedHTTPConnection(HTTPConnection):
 class _TrackedHTTPSConnection(HTTPSConnection):
     def _new_conn(self) -> socket.socket:
         sock = super()._new_conn()
-        _register_socket(sock)
+        _register_socket(sock)  # until TLS wraps it: wrapping detaches this socket ...
         return sock
+
+    def connect(self) -> None:
+        super().connect()
+        if isinstance(self.sock, socket.socket):
+            _register_socket(self.sock)  # ... so the TLS socket the response is read from is registered too
 
 
 class _HTTPPool(HTTPConnectionPool):
@@ -156,14 +166,25 @@ class _HTTPSPool(HTTPSConnectionPool):
             conn.connect()
 
 
+_LENIENT_CIPHERS = ("ALL:COMPLEMENTOFDEFAULT:@SECLEVEL=0", "ALL:@SECLEVEL=0")  # the first this OpenSSL takes
+
+
 def lenient_tls_context() -> ssl.SSLContext:
-    """A client context that completes a handshake with almost any server: every TLS version
-    OpenSSL still has, every cipher, security level 0, no verification."""
+    """A client context that completes a handshake with almost any server: every TLS version OpenSSL still has,
+    every cipher (also those outside DEFAULT), security level 0, legacy renegotiation, no verification.
+
+    The one context of every probe that only needs the server to talk (HTTP, FHIR, DICOM, MLLP, the availability
+    sampler): certificate trust and protocol quality are the TLS family's job, not theirs."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     ctx.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
-    ctx.set_ciphers("ALL:COMPLEMENTOFDEFAULT:@SECLEVEL=0")
+    for ciphers in _LENIENT_CIPHERS:
+        try:
+            ctx.set_ciphers(ciphers)
+            break
+        except ssl.SSLError:  # an OpenSSL that knows no such cipher string: try the next, else keep its defaults
+            continue
     ctx.options |= getattr(ssl, "OP_LEGACY_SERVER_CONNECT", 0)
     return ctx
 
@@ -218,10 +239,13 @@ def read_capped(response: requests.Response, limit: int) -> bytes:
 
 
 def declared_base_path(target: Target) -> str:
-    """The API base path the inventory declares for the endpoint (`path:`), without a trailing '/': '' for '/'."""
+    """The API base path the inventory declares for the endpoint (`path:`): '' for '/' or none.
+
+    The loader's `check_base_path` has already dropped any trailing '/' (and refused anything that is not a plain
+    base path), so the declared value is used as it is."""
     endpoint = target.declared.get("endpoint")
     path = endpoint.get("path") if isinstance(endpoint, dict) else None
-    return path.rstrip("/") if isinstance(path, str) else ""
+    return path if isinstance(path, str) and path != "/" else ""
 
 
 # -- one request ----------------------------------------------------------------------------------

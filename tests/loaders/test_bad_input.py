@@ -221,6 +221,11 @@ def test_bad_or_unreachable_store_is_an_input_error(ws: Path, store_url: str, wo
         ("/fhir#x", "fhir", "has a query or fragment"),
         ("/fhir/../admin", "fhir", "'.' or '..' segment"),
         ("/fhir/%2e%2E/admin", "fhir", "'.' or '..' segment"),
+        ("/fhir/..;/admin", "fhir", "has a ';'"),
+        ("/fhir;jsessionid=1", "fhir", "has a ';'"),
+        ("/fhir%2f..%2fadmin", "fhir", "percent-encoded '/' or '\\'"),
+        ("/fhir%2F..%2Fadmin", "fhir", "percent-encoded '/' or '\\'"),
+        ("/fhir%5c..%5Cadmin", "fhir", "percent-encoded '/' or '\\'"),
         ("fhir", "fhir", "must start with '/'"),
         ("/fhir base", "fhir", "URL path characters only"),
         ("/fhir", "https", "only ['fhir'] endpoints take one"),
@@ -248,3 +253,34 @@ def test_a_declared_fhir_base_path_is_normalised(tmp_path: Path) -> None:
     write_yaml(tmp_path / "r.yaml", {"region": {"id": "r", "name": "R"}, "systems": [sys_]})
     (ref,) = load_inventory([tmp_path / "r.yaml"]).endpoints()
     assert ref.endpoint.path == "/baseR4"
+
+
+@pytest.mark.parametrize(
+    "ae_title",
+    ["STORE SCP", " PACS01", "PACS01 ", "PACS\\01", "PACS,01", "PACS=01", "ÆRØ", "A" * 17, ""],
+)
+def test_an_ae_title_hcscan_cannot_send_is_refused_with_its_line(ws: Path, ae_title: str) -> None:
+    """Never silently replaced by ANY-SCP at scan time: refused when the inventory is loaded, naming file and line."""
+    write_yaml(
+        ws / "inventory" / "testregion.yaml",
+        {
+            "region": {"id": "testregion", "name": "Region testregion"},
+            "systems": [system("sys-a", "127.0.0.1", 2762, "dicom-tls", availability={"checks": {"ep": {
+                "ae_title": ae_title}}})],
+        },
+    )  # fmt: skip
+    lines = (ws / "inventory" / "testregion.yaml").read_text(encoding="utf-8").splitlines()
+    line = next(i for i, text in enumerate(lines, 1) if "ae_title" in text)
+    err = assert_refused(ws, f"testregion.yaml:{line}:", "ae_title", command="validate")
+    assert "1 problem" in err, err
+
+
+@pytest.mark.parametrize("ae_title", ["PACS01", "ANY-SCP", "STORE_SCP", "A" * 16, "ris.site:1/b@c+d"])
+def test_an_ae_title_hcscan_can_send_is_accepted(tmp_path: Path, ae_title: str) -> None:
+    from scanner.inventory import load_inventory
+
+    sys_ = system("sys-a", "127.0.0.1", 2762, "dicom-tls", availability={"checks": {"ep": {"ae_title": ae_title}}})
+    write_yaml(tmp_path / "r.yaml", {"region": {"id": "r", "name": "R"}, "systems": [sys_]})
+    (ref,) = load_inventory([tmp_path / "r.yaml"]).endpoints()
+    assert ref.system.availability is not None
+    assert ref.system.availability.checks["ep"].ae_title == ae_title

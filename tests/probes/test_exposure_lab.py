@@ -7,16 +7,22 @@ import contextlib
 import time
 import warnings
 from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
+from scanner.catalog import control_files, load_catalog
+from scanner.checks.verdict import judge
 from scanner.lab.services import SERVICE_CASES_BY_NAME, ServiceEndpoint, ServiceLab
+from scanner.models import Status
 from scanner.probes.availability import AvailabilitySampler, SamplerSettings
-from scanner.probes.base import Politeness, ProbeContext, ProbeError, ProbeFacts, Target
-from scanner.probes.exposure import DICOM_PING_PORTS, PROBE_CALLING_AET, DicomProbe, FhirProbe
+from scanner.probes.base import Politeness, ProbeContext, ProbeError, ProbeErrorReason, ProbeFacts, Target
+from scanner.probes.exposure import DICOM_PING_PORTS, PROBE_CALLING_AET, DicomProbe, FhirProbe, tls_handshake
 from scanner.probes.nmap import parse_nmap_xml, run_nmap
+from scanner.probes.registry import fact_names
 
 pytestmark = [pytest.mark.needs_nmap, pytest.mark.slow]
 
@@ -41,14 +47,16 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceLab]:
         yield lab
 
 
-def target(ep: ServiceEndpoint, *, declare: bool = True, fragile: bool = False) -> Target:
-    """The Target the engine would build for the case, with what the lab's inventory entry declares."""
+def target(ep: ServiceEndpoint, *, declare: bool = True, fragile: bool = False, aet: str | None = None) -> Target:
+    """The Target the engine would build for the case, with what the lab's inventory entry declares (`aet`: declare
+    this AE title for the node instead)."""
     endpoint: dict[str, Any] = {"id": "ep", "host": ep.address, "port": ep.port, "protocol": ep.protocol}
     system: dict[str, Any] = {"id": ep.case.name}
     if declare and ep.case.fhir_base:
         endpoint["path"] = ep.case.fhir_base
-    if declare and ep.case.dicom_declared_aet:
-        system["availability"] = {"checks": {"ep": {"ae_title": ep.case.dicom_declared_aet}}}
+    declared_aet = aet or (ep.case.dicom_declared_aet if declare else "")
+    if declared_aet:
+        system["availability"] = {"checks": {"ep": {"ae_title": declared_aet}}}
     return Target(
         key=f"{ep.case.name}/ep",
         system_id=ep.case.name,
@@ -69,6 +77,14 @@ def facts_of(outcome: ProbeFacts | ProbeError) -> dict[str, Any]:
 def dicom(lab: ServiceLab, name: str, **kwargs: Any) -> dict[str, Any]:
     t = target(lab.cases[name], **kwargs)
     return facts_of(DicomProbe().gather([t], ProbeContext())[t.key])
+
+
+def exp02(facts: dict[str, Any]) -> tuple[Status, str]:
+    """EXP-02's verdict on the facts, as the engine judges them."""
+    catalog = load_catalog(control_files(["builtin"], Path.cwd()), probe_facts=fact_names())
+    control = catalog.controls["EXP-02"]
+    verdict = judge(control.rule, facts, control.params, datetime.now(UTC))
+    return verdict.status, verdict.message
 
 
 # --- DICOM in the clear on a port outside dicom-ping's portrule ----------------------------------------------------
@@ -130,16 +146,37 @@ def test_tls_node_checking_calling_aet_rejects_the_unknown_one(lab: ServiceLab) 
     assert facts["dicom.called_aet"] == "LABPACS"  # the declared AE title, so the calling one is what is tested
     assert facts["dicom.aet_check"] == "rejected" and facts["dicom.any_aet_accepted"] is False
     assert facts["dicom.reject_reason"] == "Calling AE title not recognised"
+    status, message = exp02(facts)  # the right called AE title declared + a calling AE-title check: pass
+    assert status is Status.PASS and "Calling AE title not recognised" in message
 
 
 def test_tls_node_checking_only_the_called_aet_accepts_an_unknown_caller(lab: ServiceLab) -> None:
     facts = dicom(lab, "dicom_tls_called_only")
     assert facts["dicom.called_aet"] == "LABPACS"
     assert facts["dicom.aet_check"] == "accepted"
-    undeclared = dicom(lab, "dicom_tls_called_only", declare=False)  # ANY-SCP: only the called title is tested
-    assert undeclared["dicom.aet_check"] == "rejected"
-    assert undeclared["dicom.reject_reason"] == "Called AE title not recognised"
-    assert "only the called AE title was tested" in undeclared["dicom.aet_check_detail"]
+    assert exp02(facts)[0] is Status.FAIL
+
+
+def test_rejection_of_the_called_aet_any_scp_is_not_a_pass(lab: ServiceLab) -> None:
+    """The false pass this guards against: an archive that checks only called AE titles rejects ANY-SCP ("called AE
+    title not recognised") although it would let any calling AE title in. Not assessed, with what to declare."""
+    facts = dicom(lab, "dicom_tls_called_only", declare=False)
+    assert facts["dicom.called_aet"] == "ANY-SCP"
+    assert facts["dicom.aet_check"] is None and facts["dicom.any_aet_accepted"] is None
+    assert facts["dicom.reject_reason"] == "Called AE title not recognised"
+    detail = facts["dicom.aet_check_detail"]
+    assert "called AE title ANY-SCP (the default: the node's own is not declared) is not the node's" in detail
+    assert "declare the node's right AE title (availability.checks.<endpoint>.ae_title)" in detail
+    status, message = exp02(facts)
+    assert status is Status.ERROR and message.startswith("could not assess"), message
+
+
+def test_rejection_of_a_wrong_declared_called_aet_is_not_a_pass(lab: ServiceLab) -> None:
+    facts = dicom(lab, "dicom_tls_strict", aet="NOTLABPACS")  # checks calling AE titles too: pynetdicom says 7
+    assert facts["dicom.called_aet"] == "NOTLABPACS"
+    assert facts["dicom.aet_check"] is None and facts["dicom.reject_reason"] == "Called AE title not recognised"
+    assert "NOTLABPACS (the declared one) is not the node's" in facts["dicom.aet_check_detail"]
+    assert exp02(facts)[0] is Status.ERROR
 
 
 def test_tls_front_without_a_dicom_answer_is_not_assessed(lab: ServiceLab) -> None:
@@ -189,6 +226,39 @@ def test_tls_peer_that_holds_the_connection_silently_cannot_stall_the_probe(lab:
             sock.close()
     assert elapsed < 3 * TIMEOUT_S, elapsed
     assert facts["dicom.tls"] is True and facts["dicom.aet_check"] is None
+
+
+def test_tls_handshake_of_a_byte_dripping_peer_ends_at_the_overall_limit() -> None:
+    """A peer that answers the ClientHello one byte at a time: the handshake test ends at its limit and says
+    `timeout` (not "not TLS", which a hang-up by the overall timer must never turn into)."""
+    import socket
+    import threading
+
+    stop = threading.Event()
+    with socket.create_server(("127.0.20.201", 0)) as server:
+
+        def drip() -> None:
+            conn, _ = server.accept()
+            give_up = time.monotonic() + 6  # a regression fails on time, it does not hang
+            with conn:
+                conn.recv(4096)
+                with contextlib.suppress(OSError):
+                    conn.sendall(b"\x16\x03\x03\x40\x00")  # a 16 KiB TLS handshake record ...
+                    while not stop.is_set() and time.monotonic() < give_up:
+                        conn.sendall(b"\x00")  # ... that arrives one byte at a time
+                        time.sleep(0.2)
+
+        thread = threading.Thread(target=drip, daemon=True)
+        thread.start()
+        started = time.monotonic()
+        try:
+            outcome = tls_handshake("127.0.20.201", server.getsockname()[1], 1.0, None)
+        finally:
+            stop.set()
+            thread.join(timeout=5)
+        elapsed = time.monotonic() - started
+    assert isinstance(outcome, ProbeError) and outcome.reason is ProbeErrorReason.TIMEOUT, outcome
+    assert elapsed < 3, elapsed
 
 
 def _settle(events: list[str], count: int) -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import ssl
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -176,3 +179,63 @@ def test_byte_dripping_server_hits_the_overall_deadline() -> None:
         stop.set()
         srv.close()
         thread.join(timeout=5)
+
+
+def _self_signed_context(tmp_path: Path) -> ssl.SSLContext:
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "drip.test")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "key.pem").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    return ctx
+
+
+def test_byte_dripping_https_server_hits_the_overall_deadline(tmp_path: Path) -> None:
+    """As above over TLS: wrapping detaches the plain socket, so the deadline must reach the TLS socket."""
+    ctx = _self_signed_context(tmp_path)
+    stop = threading.Event()
+    srv = socket.create_server(("127.0.0.1", 0))
+
+    def drip() -> None:
+        conn, _ = srv.accept()
+        give_up = time.monotonic() + 8  # a regression fails on time, it does not hang
+        with contextlib.suppress(OSError), ctx.wrap_socket(conn, server_side=True) as tls:
+            tls.recv(4096)
+            tls.sendall(b"HTTP/1.1 200 OK\r\n")
+            while not stop.is_set() and time.monotonic() < give_up:
+                tls.sendall(b"X")
+                time.sleep(0.2)
+
+    thread = threading.Thread(target=drip, daemon=True)
+    thread.start()
+    try:
+        t = Target("drip/x", "drip", "127.0.0.1", srv.getsockname()[1], "https", politeness=Politeness(timeout_s=1.0))
+        started = time.monotonic()
+        out = HttpProbe().gather([t], ProbeContext())[t.key]
+        assert isinstance(out, ProbeError) and out.reason is ProbeErrorReason.TIMEOUT, out
+        assert time.monotonic() - started < 4
+    finally:
+        stop.set()
+        srv.close()
+        thread.join(timeout=10)

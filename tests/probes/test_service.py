@@ -129,10 +129,15 @@ def test_dicom_ping_output() -> None:
     )
     assert facts["dicom.service"] and facts["dicom.any_aet_accepted"]
     assert facts["dicom.aet_check"] == "accepted"
-    checked = dicom_ping_facts(
-        {"dicom": "DICOM Service Provider discovered!", "config": "Called AET check enabled"}, ""
-    )
+    rejected = {"dicom": "DICOM Service Provider discovered!", "config": "Called AET check enabled"}
+    checked = dicom_ping_facts(rejected, "", "PACS01")  # the node's own AE title was called
     assert checked["dicom.any_aet_accepted"] is False and checked["dicom.aet_check"] == "rejected"
+    assert "dicom-ping does not report the reason" in checked["dicom.aet_check_detail"]
+    # ANY-SCP called: dicom-ping's rejection (reason never reported) may be of the called AE title: not assessed
+    any_scp = dicom_ping_facts(rejected, "")
+    assert any_scp["dicom.service"] is True
+    assert any_scp["dicom.any_aet_accepted"] is None and any_scp["dicom.aet_check"] is None
+    assert "declare the node's AE title (availability.checks.<endpoint>.ae_title)" in any_scp["dicom.aet_check_detail"]
     silent = dicom_ping_facts({}, "")  # no answer, an abort, not DICOM: not assessed (never a pass)
     assert silent["dicom.aet_check"] is None and silent["dicom.any_aet_accepted"] is None
     assert "no answer" in silent["dicom.aet_check_detail"]

@@ -177,6 +177,10 @@ def test_exposure_findings_say_what_was_seen(lab_findings: tuple[dict[tuple[str,
     assert "accepts an association from an unknown calling AE title" in open_tls["message"]
     strict = findings[("dicom-tls-strict", "EXP-02")]
     assert strict["status"] == "pass" and "Calling AE title not recognised" in strict["message"]
+    called_only = findings[("dicom-tls", "EXP-02")]  # checks only called AE titles, none declared: ANY-SCP rejected
+    assert called_only["status"] == "error", called_only
+    assert "Called AE title not recognised" in called_only["evidence"]["dicom.aet_check_detail"]
+    assert "declare the node's right AE title" in called_only["evidence"]["dicom.aet_check_detail"]
     down = findings[("dicom-tls-down", "EXP-02")]
     assert down["status"] == "error" and down["message"].startswith("could not assess")
     assert "no A-ASSOCIATE answer" in down["evidence"]["dicom.aet_check_detail"]
