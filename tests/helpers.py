@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import ssl
 from pathlib import Path
 from typing import Any
 
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 
 class _NoAliases(yaml.SafeDumper):
@@ -61,3 +67,28 @@ def make_workspace(
     }
     config.update(extra_config or {})
     return write_yaml(root / "config.yaml", config)
+
+
+def self_signed_server_context(directory: Path, common_name: str) -> ssl.SSLContext:
+    """A TLS server context with a fresh self-signed EC certificate (key and chain written under `directory`)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .sign(key, hashes.SHA256())
+    )
+    cert_pem, key_pem = directory / f"{common_name}.crt.pem", directory / f"{common_name}.key.pem"
+    cert_pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_pem.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert_pem, key_pem)
+    return ctx

@@ -23,6 +23,7 @@ from scanner.probes.base import (
     Target,
 )
 from scanner.probes.http import HttpProbe, parse_hsts
+from tests.helpers import self_signed_server_context
 
 
 def target(lab: Lab, name: str, *, system: str | None = None, **politeness: Any) -> Target:
@@ -182,33 +183,7 @@ def test_byte_dripping_server_hits_the_overall_deadline() -> None:
 
 
 def _self_signed_context(tmp_path: Path) -> ssl.SSLContext:
-    import datetime as dt
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "drip.test")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (tmp_path / "key.pem").write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
-    return ctx
+    return self_signed_server_context(tmp_path, "drip.test")
 
 
 def test_byte_dripping_https_server_hits_the_overall_deadline(tmp_path: Path) -> None:

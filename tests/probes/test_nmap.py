@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 import shutil
 import socket
-import ssl
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import nmap
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from scanner.probes.base import Politeness, ProbeErrorReason
 from scanner.probes.nmap import (
@@ -36,6 +30,7 @@ from scanner.probes.nmap import (
     validate_script,
     validate_script_args,
 )
+from tests.helpers import self_signed_server_context
 
 DATA = Path(__file__).parent / "data"
 # Recorded with nmap 7.93 (run_nmap, ssl-enum-ciphers + ssl-cert) against four local servers:
@@ -313,25 +308,7 @@ def test_xml_without_runstats_is_not_finished() -> None:
 @pytest.fixture
 def tls_server(tmp_path: Path) -> Iterator[int]:
     """A one-cert TLS 1.2/1.3 server on an ephemeral loopback port."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "nmap-test.local")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=30))
-        .sign(key, hashes.SHA256())
-    )
-    (tmp_path / "c.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (tmp_path / "k.pem").write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(tmp_path / "c.pem", tmp_path / "k.pem")
+    ctx = self_signed_server_context(tmp_path, "nmap-test.local")
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(64)
