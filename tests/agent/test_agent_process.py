@@ -201,8 +201,11 @@ def test_two_agents_for_one_region_run_each_slot_exactly_once(
     # No period was lost between the first and the last slot: both agents raced for each, one won.
     starts = [datetime.fromisoformat(str(s[0])) for s in scan_slots]
     assert all(b - a == timedelta(seconds=2) for a, b in pairwise(starts)), starts
-    report_slots = query(url, "select slot_start, state from job_slot where job_id='report-4s' order by 1")
+    report_slots = query(url, "select slot_start, state, detail from job_slot where job_id='report-4s' order by 1")
     assert len(report_slots) >= 2
-    assert all(state == "done" for _, state in report_slots)
+    # Rendering may outlast the 4 s period on a busy machine: the next slot is then skipped, never run alongside.
+    assert any(state == "done" for _, state, _ in report_slots), report_slots
+    for _, state, detail in report_slots:
+        assert state == "done" or (state == "skipped" and "is still running" in detail), report_slots
     claimed_by = Counter(agent_id for _, _, agent_id, _ in scan_slots)
     print(f"slots per agent: {dict(claimed_by)}; report slots: {len(report_slots)}")
