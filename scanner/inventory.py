@@ -47,9 +47,9 @@ def check_base_path(value: str) -> str:
     """A URL path the endpoint's API lives under: '/', '/fhir', '/baseR4' (a trailing '/' is dropped).
 
     No query or fragment, no '.' or '..' segments (also percent-encoded), no empty segments, no ';' (path
-    parameters: Tomcat and others read '/..;/' as '/../') and no percent-encoded '/' or '\\' (%2f, %5c: some
-    servers decode them into separators): the probe appends '/metadata' and '/<Resource>?...' to it and must stay
-    under the declared base.
+    parameters: Tomcat and others read '/..;/' as '/../'), no percent-encoded '/' or '\\' (%2f, %5c: some
+    servers decode them into separators) and no '%25' (double encoding would hide those from these checks): the
+    probe appends '/metadata' and '/<Resource>?...' to it and must stay under the declared base.
     """
     if "?" in value or "#" in value:
         raise ValueError(f"'{value}' has a query or fragment: declare only the base path, e.g. /fhir")
@@ -61,6 +61,11 @@ def check_base_path(value: str) -> str:
         )
     if _ENCODED_SEPARATOR.search(value):
         raise ValueError(f"'{value}' has a percent-encoded '/' or '\\' (%2F, %5C): write the base path with plain '/'")
+    if "%25" in value:
+        raise ValueError(
+            f"'{value}' has a percent-encoded '%' (%25: double encoding, e.g. %252F that a server or proxy decodes "
+            "twice): write the base path as the server's own path"
+        )
     trimmed = value.rstrip("/") or "/"
     segments = trimmed.split("/")[1:]
     decoded = [s.lower().replace("%2e", ".") for s in segments]

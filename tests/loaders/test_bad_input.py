@@ -226,6 +226,8 @@ def test_bad_or_unreachable_store_is_an_input_error(ws: Path, store_url: str, wo
         ("/fhir%2f..%2fadmin", "fhir", "percent-encoded '/' or '\\'"),
         ("/fhir%2F..%2Fadmin", "fhir", "percent-encoded '/' or '\\'"),
         ("/fhir%5c..%5Cadmin", "fhir", "percent-encoded '/' or '\\'"),
+        ("/fhir%252f..%252fadmin", "fhir", "percent-encoded '%' (%25: double encoding"),
+        ("/fhir/%252e%252e/admin", "fhir", "percent-encoded '%' (%25: double encoding"),
         ("fhir", "fhir", "must start with '/'"),
         ("/fhir base", "fhir", "URL path characters only"),
         ("/fhir", "https", "only ['fhir'] endpoints take one"),
