@@ -97,6 +97,47 @@ def cycles_from_endoflife(doc: Any, file: Path) -> list[Cycle]:
     raise InputError.single("not an endoflife.date product export (expected a list or {result: ...})", file=file)
 
 
+_UPDATED_FIELDS = ("released", "eol", "latest", "latest_date")
+
+
+def merge_cycles(base: list[dict[str, Any]], imported: Sequence[Cycle], file: Path) -> tuple[list[dict[str, Any]], str]:
+    """Lay an export's cycles over the product's cycles; return them and what happened ("cycles: 3 updated, 1 added, 9 kept").
+
+    An exported cycle updates the cycle of that name, or the one cycle that has it as an alias (endoflife.date
+    names SQL Server cycles "2022" where the data says "16.0"); the cycle keeps its name and aliases (codenames,
+    build numbers) and takes every date and latest release the export states. Exported cycles the data lacks are
+    added first (newest first, as exports list them); cycles the export does not list are kept as they were.
+    """
+    out = [dict(c) for c in base]
+
+    def names(c: dict[str, Any]) -> set[str]:
+        return {str(c["cycle"]).lower()} | {str(a).lower() for a in c.get("aliases", [])}
+
+    added: list[dict[str, Any]] = []
+    updated: set[int] = set()
+    for cycle in imported:
+        key = cycle.cycle.lower()
+        exact = [i for i, c in enumerate(out) if str(c["cycle"]).lower() == key]
+        matches = exact or [i for i, c in enumerate(out) if key in names(c)]
+        if len(matches) > 1:
+            shown = ", ".join(str(out[i]["cycle"]) for i in matches)
+            raise InputError.single(
+                f"cycle '{cycle.cycle}' of the export matches several cycles of the data by alias ({shown})",
+                file=file,
+                hint="remove the ambiguous alias from the version data, or leave that cycle out of the export",
+            )
+        if not matches:
+            added.append(cycle.model_dump(mode="json", exclude_defaults=True))
+            continue
+        if matches[0] in updated:
+            raise InputError.single(f"the export lists cycle '{cycle.cycle}' twice", file=file)
+        updated.add(matches[0])
+        stated = cycle.model_dump(mode="json", include=set(_UPDATED_FIELDS), exclude_none=True)
+        out[matches[0]].update(stated)
+    kept = len(out) - len(updated)
+    return added + out, f"cycles: {len(updated)} updated, {len(added)} added, {kept} kept"
+
+
 def _cpe23_key(criteria: str) -> tuple[str, str, str, str] | None:
     """cpe:2.3:a:vendor:product:version:… → (part, vendor, product, version)."""
     parts = criteria.split(":")
@@ -192,13 +233,17 @@ def import_data(
         if not cycles:
             raise InputError.single("the export lists no release cycles", file=file)
         source_id = f"import-{pid}"
-        products[pid]["cycles"] = [c.model_dump(mode="json", exclude_defaults=True) for c in cycles]
+        products[pid]["cycles"], merged = merge_cycles(products[pid]["cycles"], cycles, file)
         products[pid]["source"] = source_id
         dates = [d for c in cycles for d in (c.latest_date, c.released) if d is not None]
         newest = max(dates, default=None)
         products[pid]["as_of"] = (newest or today).isoformat()
         data["sources"] = [s for s in data["sources"] if s["id"] != source_id] + [
-            {"id": source_id, "url": f"endoflife.date export {file.name}", "retrieved": today.isoformat()}
+            {
+                "id": source_id,
+                "url": f"endoflife.date export {file.name} ({merged})",
+                "retrieved": today.isoformat(),
+            }
         ]
     if kev is not None:
         nvd_docs = [_read_json(f) for f in nvd]

@@ -12,8 +12,9 @@ import pytest
 
 from scanner.errors import InputError
 from scanner.versiondata import load_version_data
-from scanner.versiondata.identify import identification_facts, identify_service
-from scanner.versiondata.importer import import_data
+from scanner.versiondata.identify import assess_declared, identification_facts, identify_service
+from scanner.versiondata.importer import import_data, merge_cycles
+from scanner.versiondata.model import Cycle
 
 
 def _write(path: Path, doc: object) -> Path:
@@ -58,7 +59,11 @@ def test_import_endoflife_and_kev(tmp_path: Path) -> None:
         today=dt.date(2026, 11, 23),
     )
     assert out.is_file() and result.file.generated == dt.date(2026, 11, 23)
-    assert [c.cycle for c in result.products["nginx"].cycles] == ["1.30", "1.28"]
+    shipped = [c.cycle for c in load_version_data().products["nginx"].cycles]
+    nginx_cycles = {c.cycle: c for c in result.products["nginx"].cycles}
+    assert list(nginx_cycles) == shipped or list(nginx_cycles) == ["1.30", *shipped]  # none lost
+    assert nginx_cycles["1.30"].latest == "1.30.1" and nginx_cycles["1.28"].latest == "1.28.3"
+    assert nginx_cycles["1.28"].eol == dt.date(2026, 4, 20)
     assert result.products["nginx"].as_of == dt.date(2026, 10, 1)
     (kev,) = result.file.kev
     assert kev.cve == "CVE-2021-41773" and kev.product == "apache-httpd"
@@ -107,3 +112,43 @@ def test_cli_import_then_info(tmp_path: Path) -> None:
     )  # fmt: skip
     doc = json.loads(info.stdout)
     assert doc["path"].endswith("data/versions.yaml") and doc["max_age_days"] == 30 and doc["age_days"] == 0
+
+
+def test_an_export_updates_cycles_by_name_or_alias_and_keeps_what_it_does_not_list(tmp_path: Path) -> None:
+    """endoflife.date names SQL Server cycles by year and Debian's by number: names, codenames and build
+    aliases of the shipped data survive, so banners that name a build or codename still find their cycle."""
+    base = load_version_data()
+    mssql = _write(
+        tmp_path / "mssqlserver.json",
+        [
+            {"cycle": "2022", "releaseDate": "2022-11-16", "eol": "2033-01-11", "latest": "16.0.4999.1",
+             "latestReleaseDate": "2026-11-10"},
+            {"cycle": "2030", "releaseDate": "2029-11-01", "eol": "2040-01-01", "latest": "18.0.1000.1"},
+        ],
+    )  # fmt: skip
+    debian = _write(tmp_path / "debian.json", [{"cycle": "12", "eol": "2028-06-30", "latest": "12.12"}])
+    result = import_data(base, tmp_path / "v.yaml", endoflife=[mssql, debian], today=dt.date(2026, 11, 23))
+    sql = {c.cycle: c for c in result.products["mssql"].cycles}
+    assert sql["16.0"].latest == "16.0.4999.1" and sql["16.0"].aliases == ["2022"]  # matched through its alias
+    assert "2022" not in sql and sql["2030"].latest == "18.0.1000.1"  # unknown cycle added
+    assert len(sql) == len(base.products["mssql"].cycles) + 1  # nothing dropped
+    deb = {c.cycle: c for c in result.products["debian"].cycles}
+    assert deb["12"].aliases == ["bookworm"] and deb["12"].latest == "12.12" and deb["12"].eol == dt.date(2028, 6, 30)
+    assert deb["12"].released == base.products["debian"].cycles[0].released  # not stated: kept
+    assert deb["9"].aliases == ["stretch"]  # not in the export: kept as shipped
+    facts = assess_declared(result, {"product": "mssql", "version": "16.0.4245.2"})
+    assert facts["cycle"] == "16.0" and facts["behind_latest"] is True
+    source = next(s for s in result.file.sources if s.id == "import-mssql")
+    assert "cycles: 1 updated, 1 added" in source.url
+
+
+def test_an_export_cycle_matching_two_cycles_by_alias_is_refused(tmp_path: Path) -> None:
+    base = [{"cycle": "2008-r2-sp1", "aliases": ["2008 r2"]}, {"cycle": "2008-r2", "aliases": ["2008 R2"]}]
+    export = tmp_path / "windows-server.json"
+    with pytest.raises(InputError, match=r"matches several cycles of the data by alias \(2008-r2-sp1, 2008-r2\)"):
+        merge_cycles(base, [Cycle(cycle="2008 r2")], export)
+    with pytest.raises(InputError, match="lists cycle '2008-R2' twice"):
+        merge_cycles(base, [Cycle(cycle="2008-r2"), Cycle(cycle="2008-R2")], export)
+    merged, summary = merge_cycles(base, [Cycle(cycle="2008-r2", eol=dt.date(2020, 1, 14))], export)
+    assert merged[1] == {"cycle": "2008-r2", "aliases": ["2008 R2"], "eol": "2020-01-14"}
+    assert summary == "cycles: 1 updated, 0 added, 1 kept"
