@@ -13,7 +13,7 @@ from scanner.app import Workspace, check_selection
 from scanner.availability import parse_window, to_ms
 from scanner.checks.availability import sla_verdict
 from scanner.engine import Selection, declared_data, endpoint_target, politeness_for
-from scanner.inventory import check_scope
+from scanner.inventory import EndpointRef, check_scope
 from scanner.models import Status
 from scanner.probes.availability import AvailabilitySampler, Sample, SamplerSettings
 from scanner.probes.base import Target
@@ -112,6 +112,7 @@ class AvailabilityRow:
     windows: tuple[WindowFigures, ...]
     outages: tuple[Any, ...]  # scanner.store.availability.Outage of the longest window
     last_sample_at: datetime | None
+    instances: int | None = None  # a redundant service's row (key '<system>/*'): how many instances it has
 
 
 @dataclass(frozen=True)
@@ -129,8 +130,16 @@ def availability_table(
     windows: Sequence[str] = DEFAULT_WINDOWS,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> AvailabilityTable:
-    """Measured availability of every selected endpoint over each window, judged against its SLA target."""
-    from scanner.store.availability import heartbeat, sla_target, system_availability, window_stats
+    """Measured availability of every selected endpoint over each window, judged against its SLA target, and of
+    every redundant service (≥ 2 declared instances: up while any answers) as a row keyed '<system>/*'."""
+    from scanner.store.availability import (
+        heartbeat,
+        redundant_instance_keys,
+        service_stats,
+        sla_target,
+        system_availability,
+        window_stats,
+    )
     from scanner.store.db import open_store
 
     check_selection(ws, selection)
@@ -139,6 +148,11 @@ def availability_table(
     refs = [ref for ref in ws.inventory.endpoints() if selection.wants_endpoint(ref)]
     keys = [ref.key for ref in refs]
     declared = {ref.key: declared_data(ref, False) for ref in refs}
+    services: dict[str, tuple[EndpointRef, list[str]]] = {}  # '<system>/*' → a ref of the system, instance keys
+    for ref in refs:
+        instance_keys = redundant_instance_keys(ref.system.id, system_availability(declared[ref.key]))
+        if instance_keys:
+            services.setdefault(f"{ref.system.id}/*", (ref, instance_keys))
     engine = open_store(ws.config.resolved_store_url())
     try:
         stats = {}
@@ -147,16 +161,22 @@ def availability_table(
             span = (to_ms(start), to_ms(at))
             maint = {k: system_availability(declared[k]).maintenance_intervals(span) for k in keys}
             stats[w] = window_stats(engine, keys, start, at, maint)
+            for service_key, (ref, instance_keys) in services.items():
+                maintenance = system_availability(declared[ref.key]).maintenance_intervals(span)
+                stats[w][service_key] = service_stats(engine, service_key, instance_keys, start, at, maintenance)
         longest = max(lengths, key=lambda w: lengths[w])
         beat = heartbeat(engine, at - lengths[longest], at)
     finally:
         engine.dispose()
     rows: list[AvailabilityRow] = []
-    for ref in refs:
+    judged = [(ref, ref.key, None) for ref in refs] + [
+        (ref, key, len(instance_keys)) for key, (ref, instance_keys) in services.items()
+    ]
+    for ref, key, instances in judged:
         target, source = sla_target(declared[ref.key], ws.config.availability)
         figures = []
         for w in windows:
-            s = stats[w][ref.key]
+            s = stats[w][key]
             result = sla_verdict(s.lower_percent, s.upper_percent, s.coverage_percent, target)
             verdict = result.status or (Status.PASS if result.ok else Status.FAIL)
             figures.append(
@@ -171,18 +191,19 @@ def availability_table(
                     s.p95_bounds(),
                 )
             )
-        s_long = stats[longest][ref.key]
+        s_long = stats[longest][key]
         rows.append(
             AvailabilityRow(
                 ref.region.id,
                 ref.system.id,
-                ref.key,
+                key,
                 ref.system.criticality.value,
                 target,
                 source,
                 tuple(figures),
                 s_long.outages,
                 s_long.last_sample_at,
+                instances,
             )
         )
     return AvailabilityTable(at, rows, beat.rounds, beat.coverage_percent, beat.last_round_at)

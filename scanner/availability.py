@@ -129,6 +129,57 @@ def clip(a: Interval, window: Interval) -> Interval:
     return (max(a[0], window[0]), min(a[1], window[1]))
 
 
+def intersect(a: Sequence[Interval], b: Sequence[Interval]) -> list[Interval]:
+    """Intersection of two merged (sorted, non-overlapping) interval lists."""
+    out: list[Interval] = []
+    i = j = 0
+    while i < len(a) and j < len(b):
+        start, end = max(a[i][0], b[j][0]), min(a[i][1], b[j][1])
+        if end > start:
+            out.append((start, end))
+        if a[i][1] <= b[j][1]:
+            i += 1
+        else:
+            j += 1
+    return out
+
+
+def subtract(a: Sequence[Interval], b: Sequence[Interval]) -> list[Interval]:
+    """The parts of merged intervals a outside merged intervals b."""
+    out: list[Interval] = []
+    j = 0
+    for start, end in a:
+        cur = start
+        while j < len(b) and b[j][1] <= cur:
+            j += 1
+        k = j
+        while k < len(b) and b[k][0] < end:
+            if b[k][0] > cur:
+                out.append((cur, b[k][0]))
+            cur = max(cur, b[k][1])
+            k += 1
+        if cur < end:
+            out.append((cur, end))
+    return out
+
+
+def service_coverage(
+    instances: Sequence[tuple[Sequence[Interval], Sequence[Interval]]],
+) -> tuple[list[Interval], list[Interval]]:
+    """When a redundant service was up and when it was down, from its instances' (up, down) coverage.
+
+    Up while any instance was seen up; down only while every instance was seen down; any other time (one down,
+    another not sampled) is unknown — never counted as up or as down.
+    """
+    if not instances:
+        return [], []
+    up = merge(i for ups, _ in instances for i in ups)
+    down = merge(instances[0][1])
+    for _, downs in instances[1:]:
+        down = intersect(down, merge(downs))
+    return up, subtract(down, up)
+
+
 # -- declared availability (inventory) ---------------------------------------------------------------
 
 

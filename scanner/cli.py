@@ -638,7 +638,8 @@ def sample(config_path: Path | None, region: tuple[str, ...], system: tuple[str,
 def availability(
     config_path: Path | None, region: tuple[str, ...], system: tuple[str, ...], windows: tuple[str, ...], fmt: str
 ) -> None:
-    """Measured availability per endpoint over rolling windows against its SLA target (reads the store only).
+    """Measured availability per endpoint, and per redundant service (up while any instance answers), over rolling
+    windows against its SLA target (reads the store only).
 
     Each figure is lower–upper %: lower counts unknown time (no sample) as down, upper as up. Verdict per window:
     pass if lower ≥ target, fail if upper < target, otherwise could not assess (inconclusive).
@@ -667,6 +668,7 @@ def availability(
                     "region": r.region_id,
                     "system": r.system_id,
                     "endpoint": r.endpoint_key,
+                    "service_instances": r.instances,
                     "criticality": r.criticality,
                     "target_percent": r.target,
                     "target_source": r.target_source,
@@ -700,7 +702,8 @@ def availability(
     grid.add_column("outages (longest window)")
     grid.add_column("p95 ms")
     for r in table.rows:
-        cells = [r.system_id, r.endpoint_key.split("/", 1)[1], r.criticality, _pct_text(r.target)]
+        name = f"* (service: any of {r.instances})" if r.instances else r.endpoint_key.split("/", 1)[1]
+        cells = [r.system_id, name, r.criticality, _pct_text(r.target)]
         for f in r.windows:
             text = f"{_pct_text(f.lower)}–{_pct_text(f.upper)} ({_pct_text(f.coverage)})"
             cells.append(f"[{style.get(f.verdict.value, 'white')}]{text}[/]")

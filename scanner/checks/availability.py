@@ -33,18 +33,37 @@ def sla_verdict(lower: float | None, upper: float | None, coverage: float | None
 
 
 def _sla_window(facts: Mapping[str, Any], params: Mapping[str, Any], now: datetime) -> CheckResult:
+    basis = facts.get("sla.basis")
+    if basis == "instance":
+        return CheckResult(
+            False,
+            (
+                "one of the system's redundant instances: the SLA is judged for the service as a whole (up while any "
+                "instance answers), at system level",
+            ),
+            Status.NOT_APPLICABLE,
+        )
+    if basis == "none":
+        return CheckResult(
+            False,
+            ("fewer than 2 redundant instances declared (availability.instances): the SLA is judged per endpoint",),
+            Status.NOT_APPLICABLE,
+        )
     result = sla_verdict(
         facts.get("sla.lower_percent"),
         facts.get("sla.upper_percent"),
         facts.get("sla.coverage_percent"),
         facts.get("sla.target_percent"),
     )
+    extra: list[str] = []
     outages = facts.get("sla.outage_count") or 0
     if outages and result.status is None:
         longest = float(facts.get("sla.longest_outage_seconds") or 0) / 60
-        extra = f"{outages} outage(s) in {facts.get('sla.window')}, longest {longest:.1f} min"
-        return CheckResult(result.ok, (*result.reasons, extra))
-    return result
+        extra.append(f"{outages} outage(s) in {facts.get('sla.window')}, longest {longest:.1f} min")
+    if basis == "service":
+        n = facts.get("sla.instances_declared")
+        extra.append(f"service of {n} instances: up while any answers, down only while all are down")
+    return CheckResult(result.ok, (*result.reasons, *extra), result.status) if extra else result
 
 
 def _latency_p95(facts: Mapping[str, Any], params: Mapping[str, Any], now: datetime) -> CheckResult:
@@ -92,6 +111,8 @@ AVAILABILITY_CHECK_TYPES: dict[str, CheckType] = {
         probe="sla",
         facts=frozenset(
             {
+                "sla.basis",
+                "sla.instances_declared",
                 "sla.window",
                 "sla.target_percent",
                 "sla.target_source",

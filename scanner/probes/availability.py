@@ -271,7 +271,12 @@ def _dicom_echo(plan: _Plan, timeout: float) -> None:
 SLA_KIND = "sla"
 SLA_PROTOCOLS: frozenset[str] = frozenset({p.value for p in EndpointProtocol} | {SYSTEM_LEVEL})
 SLA_FACTS: tuple[FactSpec, ...] = (
-    FactSpec("sla.window", "str", "The measurement window, e.g. '30d' (config availability.window)."),
+    FactSpec(
+        "sla.window",
+        "str",
+        "The measurement window, e.g. '30d' (config availability.window). The figures below "
+        "are the endpoint's, or at system level (sla.basis 'service') the redundant service's.",
+    ),
     FactSpec("sla.window_start", "datetime", "Start of the window (UTC)."),
     FactSpec("sla.window_end", "datetime", "End of the window: when the facts were computed (UTC)."),
     FactSpec("sla.target_percent", "float", "SLA target: the system's sla_percent, else by criticality.", True),
@@ -301,6 +306,13 @@ SLA_FACTS: tuple[FactSpec, ...] = (
         "float",
         "p95 latency is at most this (bucket upper edge); null when above the largest bucket edge.",
         True,
+    ),
+    FactSpec(
+        "sla.basis",
+        "str",
+        "What the SLA figures describe: 'endpoint'; 'instance' (one of ≥ 2 declared instances: the service is "
+        "judged at system level); at system level 'service' (up while any instance answers, down while all are "
+        "down) or 'none' (fewer than 2 instances declared: no service figures).",
     ),
     FactSpec("sla.instances_declared", "int", "System level: redundant instances declared (AVL-02)."),
     FactSpec("sla.sites_declared", "int", "System level: distinct sites among the declared instances."),

@@ -97,6 +97,7 @@ LABELS: dict[str, dict[str, str]] = {
     "target": {"en": "Target", "da": "Mål"},
     "outages": {"en": "Outages", "da": "Nedbrud"},
     "longest": {"en": "Longest", "da": "Længste"},
+    "service_of": {"en": "service: any of {n} instances", "da": "tjeneste: en af {n} instanser"},
     "stale_logs": {
         "en": "Systems whose access logs are stale or missing",
         "da": "Systemer med forældede eller manglende adgangslogge",

@@ -114,6 +114,7 @@ class AvailabilityRow:
     coverage: float | None
     outages: int
     longest_s: float
+    instances: int | None = None  # a redundant service judged as a whole (sla.basis 'service'): its instance count
 
 
 @dataclass(frozen=True)
@@ -342,9 +343,13 @@ def region_page(
             _float(f.evidence.get("sla.coverage_percent")),
             int(f.evidence.get("sla.outage_count") or 0),
             float(f.evidence.get("sla.longest_outage_seconds") or 0.0),
+            int(f.evidence.get("sla.instances_declared") or 0) if f.evidence.get("sla.basis") == "service" else None,
         )
         for f in findings
-        if f.control_id == "AVL-01"
+        # SLA findings (AVL-01 per endpoint, AVL-04 per redundant service, or an admin's own on the same facts);
+        # an instance judged with its service is not a row of its own
+        if (f.control_id in ("AVL-01", "AVL-04") or "sla.lower_percent" in f.evidence)
+        and f.status != Status.NOT_APPLICABLE.value
     ]
 
     waivers_active = [w for f in findings if f.status == Status.WAIVED.value if (w := _waiver_view(f, today))]

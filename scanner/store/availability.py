@@ -32,6 +32,7 @@ from scanner.availability import (
     overlap,
     parse_window,
     percentile_bounds,
+    service_coverage,
     to_ms,
 )
 from scanner.config import AvailabilityConfig
@@ -434,6 +435,78 @@ def window_stats(
     return result
 
 
+def service_stats(
+    engine: Engine,
+    key: str,
+    instance_keys: Sequence[str],
+    start: datetime,
+    end: datetime,
+    maintenance: Sequence[Interval] = (),
+) -> WindowStats:
+    """SLA figures of a redundant service over [start, end): up while any instance was seen up, down only while
+    every instance was seen down, unknown otherwise (`scanner.availability.service_coverage`). Read from the
+    instances' spans, so exact at any window edge; samples and latency are the instances' hourly sums."""
+    w: Interval = (to_ms(start), to_ms(end))
+    maint = merge(clip(i, w) for i in maintenance)
+    maint_ms = sum(b - a for a, b in maint)
+    with engine.connect() as conn:
+        ids = _endpoint_ids(conn, instance_keys)
+        spans: dict[int, tuple[list[Interval], list[Interval]]] = {v[0]: ([], []) for v in ids.values()}
+        hour_cols = [func.sum(T_HOUR.c[c]) for c in _BUCKETS]
+        n, counts = 0, [0] * N_LATENCY_BUCKETS
+        if spans:
+            wanted = sorted(spans)
+            q = select(T_SPAN.c.endpoint_id, T_SPAN.c.up, T_SPAN.c.start_ms, T_SPAN.c.end_ms).where(
+                T_SPAN.c.end_ms > w[0], T_SPAN.c.start_ms < w[1], T_SPAN.c.endpoint_id.in_(wanted)
+            )
+            for ep_id, up, s0, s1 in conn.execute(q):
+                spans[ep_id][0 if up else 1].append((s0, s1))
+            hours = conn.execute(
+                select(func.sum(T_HOUR.c.n), *hour_cols).where(
+                    T_HOUR.c.hour >= w[0] // HOUR_MS,
+                    T_HOUR.c.hour <= (w[1] - 1) // HOUR_MS,
+                    T_HOUR.c.endpoint_id.in_(wanted),
+                )
+            ).one()
+            n, counts = int(hours[0] or 0), [int(x or 0) for x in hours[1:]]
+    # Instances never sampled count with no coverage at all: the service cannot be down while they are unseen.
+    coverage = list(spans.values()) + [([], [])] * (len(set(instance_keys)) - len(spans))
+    up, down = service_coverage(coverage)
+    up_in = [clip(i, w) for i in up if i[1] > w[0] and i[0] < w[1]]
+    up_ms = sum(b - a for a, b in up_in) - sum(overlap(i, maint) for i in up_in)
+    outages: list[Outage] = []
+    down_ms = longest_ms = 0
+    for s0, s1 in down:
+        part = clip((s0, s1), w)
+        if part[1] <= part[0]:
+            continue
+        ms = part[1] - part[0] - overlap(part, maint)
+        down_ms += ms
+        if ms <= 0:
+            continue  # entirely inside maintenance
+        ongoing = s1 > w[1]
+        ended_by = "ongoing" if ongoing else ("up" if overlap((s1, s1 + 1), up) else "unknown")
+        longest_ms = max(longest_ms, ms)
+        outages.append(Outage(from_ms(s0), from_ms(min(s1, w[1])), ms / 1000, ongoing, ended_by))
+    listed = sorted(outages, key=lambda o: (-o.seconds, o.start))[:MAX_OUTAGES_LISTED]
+    last = max((v[1] for v in ids.values() if v[1] is not None), default=None)
+    return WindowStats(
+        key=key,
+        start=start,
+        end=end,
+        measured_ms=w[1] - w[0] - maint_ms,
+        maintenance_ms=maint_ms,
+        up_ms=up_ms,
+        down_ms=down_ms,
+        samples=n,
+        last_sample_at=from_ms(last) if last is not None else None,
+        outages=tuple(sorted(listed, key=lambda o: o.start, reverse=True)),
+        outage_count=len(outages),
+        longest_outage_ms=longest_ms,
+        latency_counts=tuple(counts),
+    )
+
+
 @dataclass(frozen=True)
 class InstanceState:
     key: str
@@ -496,6 +569,12 @@ def heartbeat(engine: Engine, start: datetime, end: datetime) -> Heartbeat:
 def system_availability(declared: Mapping[str, Any]) -> SystemAvailability:
     raw = (declared.get("system") or {}).get("availability")
     return SystemAvailability.model_validate(raw) if raw else SystemAvailability()
+
+
+def redundant_instance_keys(system_id: str, declared: SystemAvailability) -> list[str]:
+    """Endpoint keys of a system's declared instances when there are at least two (a redundant service)."""
+    keys = sorted({f"{system_id}/{i.endpoint}" for i in declared.instances})
+    return keys if len(keys) >= 2 else []
 
 
 def sla_target(declared: Mapping[str, Any], settings: AvailabilityConfig) -> tuple[float | None, str]:
@@ -568,13 +647,28 @@ class SlaProvider:
         stats = window_stats(self.engine, [t.key for t in endpoint_targets], start, now, maintenance)
         out: dict[str, ProbeOutcome] = {}
         for t in endpoint_targets:
+            declared = system_availability(t.declared)
             target, source = sla_target(t.declared, self.settings)
-            budget = system_availability(t.declared).latency_budget_ms
-            out[t.key] = ProbeFacts(_endpoint_facts(stats[t.key], target, source, self.settings.window, budget))
+            facts = _endpoint_facts(stats[t.key], target, source, self.settings.window, declared.latency_budget_ms)
+            facts["sla.basis"] = "instance" if t.key in redundant_instance_keys(t.system_id, declared) else "endpoint"
+            out[t.key] = ProbeFacts(facts)
         for t in targets:
             if t.protocol == SYSTEM_LEVEL:
-                out[t.key] = ProbeFacts(self._instances(t, now))
+                out[t.key] = ProbeFacts(self._instances(t, now) | self._service(t, start, now))
         return out
+
+    def _service(self, t: Target, start: datetime, now: datetime) -> dict[str, JSONValue]:
+        """System level: the SLA figures of a redundant service (up while any declared instance answers)."""
+        declared = system_availability(t.declared)
+        keys = redundant_instance_keys(t.system_id, declared)
+        if not keys:
+            return {"sla.basis": "none"}
+        maintenance = declared.maintenance_intervals((to_ms(start), to_ms(now)))
+        stats = service_stats(self.engine, t.key, keys, start, now, maintenance)
+        target, source = sla_target(t.declared, self.settings)
+        return {"sla.basis": "service"} | _endpoint_facts(
+            stats, target, source, self.settings.window, declared.latency_budget_ms
+        )
 
     def _instances(self, t: Target, now: datetime) -> dict[str, JSONValue]:
         declared = system_availability(t.declared).instances

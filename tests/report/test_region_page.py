@@ -111,3 +111,39 @@ def test_rendered_page_in_english_and_danish(store: Engine, tmp_path: Path) -> N
     html = da[0].read_text()
     assert '<html lang="da">' in html and "Overskredne udbedringsfrister (1)" in html and "Dispensationer" in html
     assert "Sundhedsvæsenets informationssikkerhed" in da[1].read_text()
+
+
+def test_availability_table_shows_endpoints_and_redundant_services_not_their_instances(tmp_path: Path) -> None:
+    from scanner.results import ControlInfo, SystemInfo
+
+    engine = open_store(f"sqlite:///{tmp_path / 'a.db'}")
+    controls = tuple(
+        ControlInfo(cid, f"SLA {cid}", "availability", "high", "Why.", "Fix.", {"nis2": ["21(2)(c)"]})
+        for cid in ("AVL-01", "AVL-04")
+    )
+    systems = (SystemInfo("lis", "r1", "Region Test", "Lab system", "Lab IT", "critical", False),)
+    meta = RunMeta("0.1.0", "c" * 64, "i" * 64, "f" * 64, {}, ["r1"], "h", 1, controls=controls, systems=systems)
+
+    def sla(basis: str, lower: float, **more: object) -> dict[str, object]:
+        return {"sla.basis": basis, "sla.lower_percent": lower, "sla.upper_percent": lower,
+                "sla.coverage_percent": 100.0, "sla.target_percent": 99.9, "sla.outage_count": 1,
+                "sla.longest_outage_seconds": 120.0, **more}  # fmt: skip
+
+    def rec(cid: str, key: str, status: Status, ev: dict[str, object]) -> FindingRecord:
+        return FindingRecord(cid, "availability", "high", "r1", "lis", key, "critical", status, "m", ev)
+
+    records = [
+        rec("AVL-01", "lis/admin", Status.FAIL, sla("endpoint", 98.0)),
+        rec("AVL-01", "lis/a", Status.NOT_APPLICABLE, sla("instance", 80.0)),
+        rec("AVL-01", "lis/b", Status.NOT_APPLICABLE, sla("instance", 75.0)),
+        rec("AVL-04", "lis/*", Status.FAIL, sla("service", 90.0, **{"sla.instances_declared": 2})),
+    ]
+    run_id = repo.start_run(engine, meta, NOW)
+    repo.complete_run(engine, run_id, records, NOW + timedelta(minutes=1))
+    page = region_page(engine, "r1", NOW)
+    rows = {(a.finding.endpoint_key, a.lower, a.instances) for a in page.availability}
+    assert rows == {("lis/admin", 98.0, None), ("lis/*", 90.0, 2)}
+    html = render_reports(engine, tmp_path / "out", now=NOW)[0].read_text()
+    assert "service: any of 2 instances" in html
+    da = render_reports(engine, tmp_path / "da", language="da", now=NOW)[0].read_text()
+    assert "tjeneste: en af 2 instanser" in da

@@ -19,7 +19,7 @@ from scanner.availability import to_ms
 from scanner.engine import Selection
 from scanner.models import Status
 from scanner.probes.registry import fact_names, make_probes, probe_protocols
-from scanner.store.availability import heartbeat, window_stats
+from scanner.store.availability import heartbeat, service_stats, window_stats
 from scanner.store.db import open_store
 from tests.helpers import make_workspace
 
@@ -30,9 +30,10 @@ MINUTE = timedelta(minutes=1)
 class SwitchableServer:
     """A TCP listener on 127.0.0.1 that can be taken down (port closed: refused) and brought back on the same port."""
 
-    def __init__(self) -> None:
+    def __init__(self, address: str = "127.0.0.1", port: int = 0) -> None:
         self._sock: socket.socket | None = None
-        self.port = 0
+        self.address = address
+        self.port = port
         self.up()
 
     def up(self) -> None:
@@ -40,7 +41,7 @@ class SwitchableServer:
             return
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", self.port))
+        sock.bind((self.address, self.port))
         sock.listen(64)
         self.port = sock.getsockname()[1]
         self._sock = sock
@@ -143,8 +144,14 @@ def test_known_schedule_gives_exact_percentage_outages_and_coverage(tmp_path: Pa
     plan, _ = plan_scan(ws, Selection(families=frozenset({"availability"})), probe_protocols())
     result = run_scan(ws, plan, make_probes(), Selection(), now=lambda: end)
     verdicts = {(r.control_id, r.endpoint_key): (r.status, r.message) for r in result.records}
-    status, message = verdicts[("AVL-01", "lis/a")]
+    # a and b are the system's two instances: each is judged with the service (AVL-04), not alone. b never
+    # answered, so the service was down exactly when a was.
+    for key in ("lis/a", "lis/b"):
+        status, message = verdicts[("AVL-01", key)]
+        assert status is Status.NOT_APPLICABLE and "judged for the service as a whole" in message
+    status, message = verdicts[("AVL-04", "lis/*")]
     assert status is Status.FAIL and "at most 80 % < target 99.9 %" in message and "2 outage(s)" in message
+    assert "service of 2 instances" in message
     assert verdicts[("AVL-02", "lis/*")][0] is Status.FAIL
     assert "b@south" in verdicts[("AVL-02", "lis/*")][1]
     assert verdicts[("AVL-03", "lis/a")][0] is Status.PASS
@@ -152,7 +159,7 @@ def test_known_schedule_gives_exact_percentage_outages_and_coverage(tmp_path: Pa
 
 
 def test_a_sampling_gap_is_unknown_and_makes_the_verdict_inconclusive(tmp_path: Path, server: SwitchableServer) -> None:
-    ws = _workspace(tmp_path, server.port)
+    ws = _workspace(tmp_path, server.port, instances=[])  # no redundancy declared: AVL-01 judges each endpoint
     # rounds 8..11 never happen (scanner down); the server stays up throughout
     for i in [*range(8), *range(12, 20)]:
         run_sample(ws, ONLY_A, at=T0 + i * MINUTE, now=lambda: T0)
@@ -173,6 +180,62 @@ def test_a_sampling_gap_is_unknown_and_makes_the_verdict_inconclusive(tmp_path: 
     result = run_scan(ws, plan, make_probes(), Selection(), now=lambda: end)
     rec = next(r for r in result.records if r.endpoint_key == "lis/a")
     assert rec.status is Status.ERROR and "inconclusive: coverage 85 %" in rec.message
+
+
+def test_a_redundant_service_is_down_only_while_every_instance_is(tmp_path: Path, server: SwitchableServer) -> None:
+    """Two instances on 127.0.0.1 and 127.0.0.2 take turns being down; the service was down only in the two
+    minutes both were. A third round schedule leaves b unsampled while a is down: unknown, not down."""
+    other = SwitchableServer("127.0.0.2", server.port)
+    try:
+        ws = _workspace(tmp_path, server.port)
+        a_down, b_down = {5, 6, 7, 12}, {2, 3, 6, 7, 15}
+        for i in range(20):
+            server.set(i not in a_down)
+            other.set(i not in b_down)
+            run_sample(ws, ONLY_A, at=T0 + i * MINUTE, now=lambda: T0)
+        end = T0 + 20 * MINUTE
+        engine = open_store(ws.config.resolved_store_url())
+        stats = window_stats(engine, ["lis/a", "lis/b"], T0, end)
+        assert stats["lis/a"].down_ms == 4 * 60_000 and stats["lis/b"].down_ms == 5 * 60_000
+        service = service_stats(engine, "lis/*", ["lis/a", "lis/b"], T0, end)
+        assert (service.up_ms, service.down_ms, service.unknown_ms) == (18 * 60_000, 2 * 60_000, 0)
+        assert (service.lower_percent, service.upper_percent, service.coverage_percent) == (90.0, 90.0, 100.0)
+        assert [(o.start, o.end, o.seconds, o.ended_by) for o in service.outages] == [
+            (T0 + 6 * MINUTE, T0 + 8 * MINUTE, 120.0, "up")
+        ]
+        assert service.samples == 40 and service.last_sample_at == T0 + 19 * MINUTE
+        # maintenance over minutes 5..7 removes one of the two minutes
+        maint = [(to_ms(T0 + 5 * MINUTE), to_ms(T0 + 7 * MINUTE))]
+        m = service_stats(engine, "lis/*", ["lis/a", "lis/b"], T0, end, maint)
+        assert (m.measured_ms, m.down_ms, m.outages[0].seconds) == (18 * 60_000, 60_000, 60.0)
+        # an instance never sampled: while a was down the service is unknown, never down
+        ghost = service_stats(engine, "lis/*", ["lis/a", "lis/never"], T0, end)
+        assert (ghost.up_ms, ghost.down_ms, ghost.unknown_ms) == (16 * 60_000, 0, 4 * 60_000)
+        engine.dispose()
+
+        table = availability_table(ws, ONLY_A, ["20m"], now=lambda: end)
+        rows = {r.endpoint_key: r for r in table.rows}
+        assert set(rows) == {"lis/a", "lis/b", "lis/*"} and rows["lis/*"].instances == 2
+        assert (rows["lis/*"].windows[0].lower, rows["lis/*"].windows[0].down_minutes) == (90.0, 2.0)
+        assert rows["lis/a"].instances is None and rows["lis/a"].windows[0].lower == 80.0
+
+        plan, _ = plan_scan(ws, Selection(families=frozenset({"availability"})), probe_protocols())
+        result = run_scan(ws, plan, make_probes(), Selection(), now=lambda: end)
+        by_key = {(r.control_id, r.endpoint_key): r for r in result.records}
+        avl04 = by_key[("AVL-04", "lis/*")]
+        assert avl04.status is Status.FAIL and "at most 90 % < target 99.9 %" in avl04.message
+        assert "1 outage(s) in 20m, longest 2.0 min" in avl04.message
+        assert avl04.evidence["sla.basis"] == "service" and avl04.evidence["sla.down_seconds"] == 120.0
+        assert by_key[("AVL-01", "lis/a")].status is Status.NOT_APPLICABLE
+
+        # with 85 % as the target the same service passes, though each instance alone was down 4-5 minutes
+        ws85 = _workspace(tmp_path, server.port, sla_percent=85.0)
+        plan, _ = plan_scan(ws85, Selection(controls=frozenset({"AVL-04"})), probe_protocols())
+        result = run_scan(ws85, plan, make_probes(), Selection(), now=lambda: end)
+        avl04 = next(r for r in result.records if r.control_id == "AVL-04")
+        assert avl04.status is Status.PASS and "at least 90 % ≥ target 85 %" in avl04.message, avl04.message
+    finally:
+        other.down()
 
 
 def test_out_of_order_and_repeated_rounds_are_ignored(tmp_path: Path, server: SwitchableServer) -> None:
