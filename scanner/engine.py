@@ -5,7 +5,7 @@ from __future__ import annotations
 import traceback
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -194,7 +194,8 @@ ProgressFn = Callable[[str, int], None]  # (probe kind finished, number of targe
 def gather_facts(
     plan: Plan, probes: Mapping[str, Probe], ctx: ProbeContext, progress: ProgressFn | None = None
 ) -> dict[str, dict[str, ProbeOutcome]]:
-    """Run every probe kind once over its targets, concurrently. A probe's crash becomes errors, not a crash."""
+    """Run every probe kind over its targets, the kinds concurrently, except on strict systems (one kind at a time
+    there). A probe's crash becomes errors, not a crash."""
 
     def run(kind: str, targets: Sequence[Target]) -> dict[str, ProbeOutcome]:
         probe = probes.get(kind)
@@ -210,13 +211,36 @@ def gather_facts(
         missing = ProbeError(ProbeErrorReason.INTERNAL, f"probe '{kind}' returned no outcome for this endpoint")
         return {t.key: result.get(t.key, missing) for t in targets}
 
+    # A strict system (fragile, or with its own max_concurrency) is probed by one probe kind at a time, so its
+    # limit holds across kinds too: one lane runs the kinds one after another over all strict systems, beside the
+    # other systems' kinds, which run at once.
+    shared = {kind: [t for t in targets if not t.politeness.strict] for kind, targets in plan.targets.items()}
+    strict: dict[str, Future[dict[str, ProbeOutcome]]] = {
+        kind: Future() for kind, targets in plan.targets.items() if any(t.politeness.strict for t in targets)
+    }
+
+    def strict_lane() -> None:
+        for kind, done in strict.items():
+            try:
+                done.set_result(run(kind, [t for t in plan.targets[kind] if t.politeness.strict]))
+            except BaseException as exc:  # never leave a kind unanswered: the caller waits on every one
+                for rest in strict.values():
+                    if not rest.done():
+                        rest.set_exception(exc)
+                raise
+
     facts: dict[str, dict[str, ProbeOutcome]] = {}
-    with ThreadPoolExecutor(max_workers=max(1, len(plan.targets))) as pool:
-        futures = {kind: pool.submit(run, kind, targets) for kind, targets in plan.targets.items()}
-        for kind, future in futures.items():
-            facts[kind] = future.result()
+    with ThreadPoolExecutor(max_workers=max(1, len(plan.targets)) + 1) as pool:
+        if strict:
+            pool.submit(strict_lane)
+        futures = {kind: pool.submit(run, kind, targets) for kind, targets in shared.items() if targets}
+        for kind, targets in plan.targets.items():
+            found = futures[kind].result() if kind in futures else {}
+            if kind in strict:
+                found |= strict[kind].result()
+            facts[kind] = {t.key: found[t.key] for t in targets}  # every target, in the plan's order
             if progress is not None:
-                progress(kind, len(plan.targets[kind]))
+                progress(kind, len(targets))
     return facts
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from itertools import pairwise
 from pathlib import Path
 from typing import ClassVar
 
@@ -191,3 +192,54 @@ def test_a_run_abandoned_before_storing_is_interrupted_with_its_reason_and_store
         runs = db.execute("SELECT status, status_detail FROM scan_run").fetchall()
         findings = db.execute("SELECT COUNT(*) FROM finding").fetchone()[0]
     assert runs == [("interrupted", reason)] and findings == 0
+
+
+class _TimedProbe:
+    """Records when it worked on which system (no I/O: the orchestration is what is under test)."""
+
+    facts: ClassVar[Sequence[FactSpec]] = []
+    protocols: ClassVar[frozenset[str]] = frozenset({"https"})
+
+    def __init__(self, kind: str, log: list[tuple[str, str, float, float]]) -> None:
+        self.kind = kind
+        self.log = log
+
+    def gather(self, targets: Sequence[Target], ctx: ProbeContext) -> dict[str, ProbeOutcome]:
+        import time
+
+        started = time.monotonic()
+        time.sleep(0.2)
+        ended = time.monotonic()
+        self.log.extend((self.kind, t.system_id, started, ended) for t in targets)
+        return {t.key: ProbeFacts({}) for t in targets}
+
+
+def test_a_strict_system_meets_one_probe_kind_at_a_time_the_others_all_at_once() -> None:
+    from scanner.engine import Plan
+    from scanner.probes.base import Politeness
+
+    def target(system: str, politeness: Politeness) -> Target:
+        return Target(f"{system}/web", system, "127.0.0.1", 443, "https", politeness=politeness)
+
+    targets = (
+        target("pump", Politeness(max_concurrency=1, fragile=True)),
+        target("lis", Politeness(max_concurrency=2, own_concurrency=True)),
+        target("epj", Politeness()),
+    )
+    kinds = ("tls", "http", "service")
+    log: list[tuple[str, str, float, float]] = []
+    probes = {k: _TimedProbe(k, log) for k in kinds}
+    reported: list[tuple[str, int]] = []
+    plan = Plan(checks=(), targets=dict.fromkeys(kinds, targets), unresolved={})
+    facts = gather_facts(plan, probes, ProbeContext(), lambda kind, n: reported.append((kind, n)))
+    assert {k: list(v) for k, v in facts.items()} == {k: [t.key for t in targets] for k in kinds}
+    assert reported == [(k, 3) for k in kinds]
+
+    def spans(system: str) -> list[tuple[float, float]]:
+        return sorted((s, e) for _, sys_id, s, e in log if sys_id == system)
+
+    for system in ("pump", "lis"):  # strict: the kinds one after another
+        got = spans(system)
+        assert len(got) == 3 and all(a[1] <= b[0] for a, b in pairwise(got)), got
+    shared = spans("epj")  # not strict: the kinds side by side
+    assert max(s for s, _ in shared) < min(e for _, e in shared), shared
