@@ -67,7 +67,7 @@ def cycles_from_endoflife(doc: Any, file: Path) -> list[Cycle]:
         out = []
         for r in rows:
             latest = r.get("latest") or {}
-            eol = r.get("eolFrom") if r.get("eolFrom") else (True if r.get("isEol") else None)
+            eol = r.get("eolFrom") or (True if r.get("isEol") else False if r.get("isEol") is False else None)
             out.append(
                 Cycle(
                     cycle=str(r["name"]),
@@ -88,7 +88,7 @@ def cycles_from_endoflife(doc: Any, file: Path) -> list[Cycle]:
                 Cycle(
                     cycle=str(r["cycle"]),
                     released=_day(r.get("releaseDate")),
-                    eol=None if eol is False else _date_or_bool(eol),
+                    eol=_date_or_bool(eol),  # false: no end announced (it replaces an older date)
                     latest=str(r["latest"]) if r.get("latest") else None,
                     latest_date=_day(r.get("latestReleaseDate")),
                 )
@@ -101,22 +101,26 @@ _UPDATED_FIELDS = ("released", "eol", "latest", "latest_date")
 
 
 def merge_cycles(base: list[dict[str, Any]], imported: Sequence[Cycle], file: Path) -> tuple[list[dict[str, Any]], str]:
-    """Lay an export's cycles over the product's cycles; return them and what happened ("cycles: 3 updated, 1 added, 9 kept").
+    """Lay an export's cycles over the product's cycles; return them and what happened ("cycles: 3 updated, …").
 
     An exported cycle updates the cycle of that name, or the one cycle that has it as an alias (endoflife.date
     names SQL Server cycles "2022" where the data says "16.0"); the cycle keeps its name and aliases (codenames,
-    build numbers) and takes every date and latest release the export states. Exported cycles the data lacks are
-    added first (newest first, as exports list them); cycles the export does not list are kept as they were.
+    build numbers) and takes every date, end of life (also "none announced") and latest release the export states.
+    Exported cycles the data lacks are added; cycles the export does not list are kept as they were. The order
+    follows the export, with kept cycles where they stood among their neighbours.
     """
     out = [dict(c) for c in base]
 
     def names(c: dict[str, Any]) -> set[str]:
         return {str(c["cycle"]).lower()} | {str(a).lower() for a in c.get("aliases", [])}
 
-    added: list[dict[str, Any]] = []
-    updated: set[int] = set()
+    seen: set[str] = set()
+    placed: list[tuple[int | None, dict[str, Any]]] = []  # export order: (index in base or None for new, cycle)
     for cycle in imported:
         key = cycle.cycle.lower()
+        if key in seen:
+            raise InputError.single(f"the export lists cycle '{cycle.cycle}' twice", file=file)
+        seen.add(key)
         exact = [i for i, c in enumerate(out) if str(c["cycle"]).lower() == key]
         matches = exact or [i for i, c in enumerate(out) if key in names(c)]
         if len(matches) > 1:
@@ -127,15 +131,26 @@ def merge_cycles(base: list[dict[str, Any]], imported: Sequence[Cycle], file: Pa
                 hint="remove the ambiguous alias from the version data, or leave that cycle out of the export",
             )
         if not matches:
-            added.append(cycle.model_dump(mode="json", exclude_defaults=True))
+            placed.append((None, cycle.model_dump(mode="json", exclude_defaults=True)))
             continue
-        if matches[0] in updated:
-            raise InputError.single(f"the export lists cycle '{cycle.cycle}' twice", file=file)
-        updated.add(matches[0])
+        if any(i == matches[0] for i, _ in placed):
+            raise InputError.single(
+                f"the export lists cycle '{out[matches[0]]['cycle']}' twice (as '{cycle.cycle}')", file=file
+            )
         stated = cycle.model_dump(mode="json", include=set(_UPDATED_FIELDS), exclude_none=True)
         out[matches[0]].update(stated)
-    kept = len(out) - len(updated)
-    return added + out, f"cycles: {len(updated)} updated, {len(added)} added, {kept} kept"
+        placed.append((matches[0], out[matches[0]]))
+    updated = {i for i, _ in placed if i is not None}
+    merged: list[dict[str, Any]] = []
+    next_kept = 0
+    for index, row in placed:
+        if index is not None:  # first the kept cycles that stood before this one
+            merged.extend(out[k] for k in range(next_kept, index) if k not in updated)
+            next_kept = max(next_kept, index + 1)
+        merged.append(row)
+    merged.extend(out[k] for k in range(next_kept, len(out)) if k not in updated)
+    added = len(placed) - len(updated)
+    return merged, f"cycles: {len(updated)} updated, {added} added, {len(out) - len(updated)} kept"
 
 
 def _cpe23_key(criteria: str) -> tuple[str, str, str, str] | None:

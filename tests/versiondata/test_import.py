@@ -13,7 +13,7 @@ import pytest
 from scanner.errors import InputError
 from scanner.versiondata import load_version_data
 from scanner.versiondata.identify import assess_declared, identification_facts, identify_service
-from scanner.versiondata.importer import import_data, merge_cycles
+from scanner.versiondata.importer import cycles_from_endoflife, import_data, merge_cycles
 from scanner.versiondata.model import Cycle
 
 
@@ -152,3 +152,23 @@ def test_an_export_cycle_matching_two_cycles_by_alias_is_refused(tmp_path: Path)
     merged, summary = merge_cycles(base, [Cycle(cycle="2008-r2", eol=dt.date(2020, 1, 14))], export)
     assert merged[1] == {"cycle": "2008-r2", "aliases": ["2008 R2"], "eol": "2020-01-14"}
     assert summary == "cycles: 1 updated, 0 added, 1 kept"
+
+
+def test_an_export_states_no_end_of_life_keeps_order_and_never_lists_a_cycle_twice(tmp_path: Path) -> None:
+    file = tmp_path / "nginx.json"
+    base = [{"cycle": "1.28", "eol": "2026-04-20", "latest": "1.28.3"}, {"cycle": "1.27"}, {"cycle": "1.26"}]
+    # "eol": false (v0) and isEol false (v1) mean no end announced: an older date does not survive it
+    v0 = cycles_from_endoflife([{"cycle": "1.28", "eol": False, "latest": "1.28.4"}], file)
+    v1 = cycles_from_endoflife({"result": {"releases": [{"name": "1.28", "isEol": False, "eolFrom": None}]}}, file)
+    silent = cycles_from_endoflife({"result": {"releases": [{"name": "1.28", "latest": {"name": "1.28.4"}}]}}, file)
+    assert merge_cycles(base, v0, file)[0][0] == {"cycle": "1.28", "eol": False, "latest": "1.28.4"}
+    assert merge_cycles(base, v1, file)[0][0]["eol"] is False
+    assert merge_cycles(base, silent, file)[0][0]["eol"] == "2026-04-20"  # says nothing about it: kept
+    # the export's order, kept cycles where they stood among their neighbours
+    export = cycles_from_endoflife([{"cycle": c} for c in ("1.30", "1.28", "1.26", "1.24")], file)
+    merged, summary = merge_cycles(base, export, file)
+    assert [c["cycle"] for c in merged] == ["1.30", "1.28", "1.27", "1.26", "1.24"]
+    assert summary == "cycles: 2 updated, 2 added, 1 kept"
+    for twice in (["1.30", "1.30"], ["1.28", "1.28"]):
+        with pytest.raises(InputError, match=r"lists cycle '1\.(30|28)' twice"):
+            merge_cycles(base, cycles_from_endoflife([{"cycle": c} for c in twice], file), file)
