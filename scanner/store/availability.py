@@ -339,6 +339,19 @@ def _endpoint_ids(conn: Connection, keys: Sequence[str] | None) -> dict[str, tup
     return out
 
 
+def _join_touching(spans: list[tuple[int, int, bool | None]]) -> list[tuple[int, int, int, bool | None]]:
+    """Down spans (start, end, state of the span that follows) → outages (start, end, start of the last span,
+    state that follows). Spans that touch are one outage: a state change to 'down' after a missed round starts a
+    new span where coverage had not yet run out, though the endpoint never answered in between."""
+    out: list[tuple[int, int, int, bool | None]] = []
+    for s0, s1, next_up in sorted(spans):
+        if out and out[-1][1] == s0:
+            out[-1] = (out[-1][0], s1, s0, next_up)
+        else:
+            out.append((s0, s1, s0, next_up))
+    return out
+
+
 def window_stats(
     engine: Engine,
     keys: Sequence[str] | None,
@@ -380,23 +393,25 @@ def window_stats(
         outage_count: dict[int, int] = defaultdict(int)
         longest: dict[int, int] = defaultdict(int)
         q_out = (
-            select(T_SPAN.c.endpoint_id, T_SPAN.c.start_ms, T_SPAN.c.end_ms, nxt.c.start_ms.label("next_start"))
+            select(T_SPAN.c.endpoint_id, T_SPAN.c.start_ms, T_SPAN.c.end_ms, nxt.c.up.label("next_up"))
             .outerjoin(nxt, (nxt.c.endpoint_id == T_SPAN.c.endpoint_id) & (nxt.c.start_ms == T_SPAN.c.end_ms))
             .where(*in_window, T_SPAN.c.up == False)  # noqa: E712 (SQL expression)
         )
-        for row in conn.execute(q_out):
-            ep_id, s0, s1, next_start = row
-            if ep_id not in wanted:
-                continue
-            part = clip((s0, s1), w)
-            ms = part[1] - part[0] - overlap(part, maint.get(ep_id, []))
-            if ms <= 0:
-                continue  # entirely inside maintenance
-            ongoing = ids[by_id[ep_id]][2] == s0 and s1 > w[1]
-            ended_by = "ongoing" if ongoing else ("up" if next_start is not None else "unknown")
-            outage_count[ep_id] += 1
-            longest[ep_id] = max(longest[ep_id], ms)
-            outages[ep_id].append(Outage(from_ms(s0), from_ms(min(s1, w[1])), ms / 1000, ongoing, ended_by))
+        down_spans: dict[int, list[tuple[int, int, bool | None]]] = defaultdict(list)
+        for ep_id, s0, s1, next_up in conn.execute(q_out):
+            if ep_id in wanted:
+                down_spans[ep_id].append((s0, s1, None if next_up is None else bool(next_up)))
+        for ep_id, spans in down_spans.items():
+            for s0, s1, last_s0, next_up in _join_touching(spans):
+                part = clip((s0, s1), w)
+                ms = part[1] - part[0] - overlap(part, maint.get(ep_id, []))
+                if ms <= 0:
+                    continue  # entirely inside maintenance
+                ongoing = ids[by_id[ep_id]][2] == last_s0 and s1 > w[1]
+                ended_by = "ongoing" if ongoing else ("up" if next_up else "unknown")
+                outage_count[ep_id] += 1
+                longest[ep_id] = max(longest[ep_id], ms)
+                outages[ep_id].append(Outage(from_ms(s0), from_ms(min(s1, w[1])), ms / 1000, ongoing, ended_by))
         hours: dict[int, tuple[int, tuple[int, ...]]] = {}
         hour_cols = [func.sum(T_HOUR.c[c]) for c in _BUCKETS]
         for row in conn.execute(
@@ -442,11 +457,14 @@ def service_stats(
     start: datetime,
     end: datetime,
     maintenance: Sequence[Interval] = (),
+    now: datetime | None = None,
 ) -> WindowStats:
     """SLA figures of a redundant service over [start, end): up while any instance was seen up, down only while
     every instance was seen down, unknown otherwise (`scanner.availability.service_coverage`). Read from the
-    instances' spans, so exact at any window edge; samples and latency are the instances' hourly sums."""
+    instances' spans, so exact at any window edge; samples and latency are the instances' hourly sums. An outage
+    is ongoing if the instances' coverage still shows it at `now` (default: `end`)."""
     w: Interval = (to_ms(start), to_ms(end))
+    now_ms = to_ms(now or end)
     maint = merge(clip(i, w) for i in maintenance)
     maint_ms = sum(b - a for a, b in maint)
     with engine.connect() as conn:
@@ -456,8 +474,9 @@ def service_stats(
         n, counts = 0, [0] * N_LATENCY_BUCKETS
         if spans:
             wanted = sorted(spans)
+            # also a span starting right at the window's end: it tells what ended an outage that runs up to it
             q = select(T_SPAN.c.endpoint_id, T_SPAN.c.up, T_SPAN.c.start_ms, T_SPAN.c.end_ms).where(
-                T_SPAN.c.end_ms > w[0], T_SPAN.c.start_ms < w[1], T_SPAN.c.endpoint_id.in_(wanted)
+                T_SPAN.c.end_ms > w[0], T_SPAN.c.start_ms <= w[1], T_SPAN.c.endpoint_id.in_(wanted)
             )
             for ep_id, up, s0, s1 in conn.execute(q):
                 spans[ep_id][0 if up else 1].append((s0, s1))
@@ -484,7 +503,7 @@ def service_stats(
         down_ms += ms
         if ms <= 0:
             continue  # entirely inside maintenance
-        ongoing = s1 > w[1]
+        ongoing = s1 > now_ms
         ended_by = "ongoing" if ongoing else ("up" if overlap((s1, s1 + 1), up) else "unknown")
         longest_ms = max(longest_ms, ms)
         outages.append(Outage(from_ms(s0), from_ms(min(s1, w[1])), ms / 1000, ongoing, ended_by))

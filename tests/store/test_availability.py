@@ -260,3 +260,31 @@ def test_weekly_maintenance_window_expands_in_its_time_zone() -> None:
     assert spans == [(to_ms(T0), to_ms(T0 + 30 * MINUTE))]
     with pytest.raises(ValueError, match="either weekly"):
         MaintenanceWindow.model_validate({"days": ["mon"], "start": "2026-03-02T08:00:00Z"})
+
+
+def test_a_missed_round_inside_an_outage_does_not_split_it(tmp_path: Path) -> None:
+    """Store arithmetic on recorded samples: down at minutes 0..5 with no sample at minute 2 (one missed round is
+    still covered), up at 6 — one outage of 6 minutes ended by 'up', for the endpoint and for its service."""
+    from scanner.probes.availability import Sample
+    from scanner.store.availability import record_round
+
+    engine = open_store(f"sqlite:///{tmp_path / 's.db'}")
+
+    def sample(key: str, up: bool) -> Sample:
+        return Sample(key, "x", "tcp", up, 5.0 if up else None, None if up else "refused", None, 1)
+
+    for i in range(8):
+        if i != 2:
+            record_round(engine, T0 + i * MINUTE, 60, [sample("x/a", i >= 6), sample("x/b", False)], {"x": "r"})
+    end = T0 + 8 * MINUTE
+    a = window_stats(engine, ["x/a"], T0, end)["x/a"]
+    assert a.outage_count == 1 and a.longest_outage_ms == 6 * 60_000
+    assert [(o.start, o.end, o.ended_by) for o in a.outages] == [(T0, T0 + 6 * MINUTE, "up")]
+    b = window_stats(engine, ["x/b"], T0, end)["x/b"]
+    assert [(o.seconds, o.ongoing, o.ended_by) for o in b.outages] == [(480.0, True, "ongoing")]
+    service = service_stats(engine, "x/*", ["x/a", "x/b"], T0, end)
+    assert [(o.start, o.end, o.ended_by) for o in service.outages] == [(T0, T0 + 6 * MINUTE, "up")]
+    # a window that ends exactly where the service came back still knows what ended the outage
+    edge = service_stats(engine, "x/*", ["x/a", "x/b"], T0, T0 + 6 * MINUTE)
+    assert [(o.ongoing, o.ended_by) for o in edge.outages] == [(False, "up")]
+    engine.dispose()
