@@ -295,6 +295,19 @@ class SystemAvailability(Strict):
     instances: list[Instance] = Field(default_factory=list, description="Redundant instances (AVL-02).")
     checks: dict[str, EndpointCheck] = Field(default_factory=dict, description="Endpoint id → how to sample it.")
 
+    @field_validator("instances")
+    @classmethod
+    def _distinct_instances(cls, value: list[Instance]) -> list[Instance]:
+        seen: set[str] = set()
+        for inst in value:
+            if inst.endpoint in seen:
+                raise ValueError(
+                    f"endpoint '{inst.endpoint}' is declared as an instance twice: an instance runs at one site; "
+                    "declare each instance's own endpoint"
+                )
+            seen.add(inst.endpoint)
+        return value
+
     def check_endpoints(self, endpoint_ids: set[str]) -> None:
         """Every endpoint named here must be declared in the system."""
         named = [i.endpoint for i in self.instances] + list(self.checks)

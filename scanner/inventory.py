@@ -48,7 +48,7 @@ def check_base_path(value: str) -> str:
 
     No query or fragment, no '.' or '..' segments (also percent-encoded), no empty segments, no ';' (path
     parameters: Tomcat and others read '/..;/' as '/../'), no percent-encoded '/' or '\\' (%2f, %5c: some
-    servers decode them into separators) and no '%25' (double encoding would hide those from these checks): the
+    servers decode them into separators), no '%3b' or '%00' and no '%25' (double encoding would hide those): the
     probe appends '/metadata' and '/<Resource>?...' to it and must stay under the declared base.
     """
     if "?" in value or "#" in value:
@@ -61,6 +61,11 @@ def check_base_path(value: str) -> str:
         )
     if _ENCODED_SEPARATOR.search(value):
         raise ValueError(f"'{value}' has a percent-encoded '/' or '\\' (%2F, %5C): write the base path with plain '/'")
+    if re.search(r"%(?:3b|00)", value, re.IGNORECASE):
+        raise ValueError(
+            f"'{value}' has a percent-encoded ';' or NUL (%3B, %00: a decoding proxy turns '..%3b' into '..;'): "
+            "declare only the base path"
+        )
     if "%25" in value:
         raise ValueError(
             f"'{value}' has a percent-encoded '%' (%25: double encoding, e.g. %252F that a server or proxy decodes "

@@ -227,6 +227,8 @@ def test_bad_or_unreachable_store_is_an_input_error(ws: Path, store_url: str, wo
         ("/fhir%2F..%2Fadmin", "fhir", "percent-encoded '/' or '\\'"),
         ("/fhir%5c..%5Cadmin", "fhir", "percent-encoded '/' or '\\'"),
         ("/fhir%252f..%252fadmin", "fhir", "percent-encoded '%' (%25: double encoding"),
+        ("/fhir/..%3b/admin", "fhir", "percent-encoded ';' or NUL"),
+        ("/fhir%00", "fhir", "percent-encoded ';' or NUL"),
         ("/fhir/%252e%252e/admin", "fhir", "percent-encoded '%' (%25: double encoding"),
         ("fhir", "fhir", "must start with '/'"),
         ("/fhir base", "fhir", "URL path characters only"),
@@ -274,6 +276,24 @@ def test_an_ae_title_hcscan_cannot_send_is_refused_with_its_line(ws: Path, ae_ti
     lines = (ws / "inventory" / "testregion.yaml").read_text(encoding="utf-8").splitlines()
     line = next(i for i, text in enumerate(lines, 1) if "ae_title" in text)
     err = assert_refused(ws, f"testregion.yaml:{line}:", "ae_title", command="validate")
+    assert "1 problem" in err, err
+
+
+def test_an_endpoint_declared_as_two_instances_is_refused(ws: Path) -> None:
+    """[a@north, a@south] would count as redundancy (AVL-02) with one endpoint: refused, naming the line."""
+    write_yaml(
+        ws / "inventory" / "testregion.yaml",
+        {
+            "region": {"id": "testregion", "name": "Region testregion"},
+            "systems": [system("sys-a", "127.0.0.1", 2575, "mllp", availability={"instances": [
+                {"endpoint": "ep", "site": "north"}, {"endpoint": "ep", "site": "south"}]})],
+        },
+    )  # fmt: skip
+    lines = (ws / "inventory" / "testregion.yaml").read_text(encoding="utf-8").splitlines()
+    line = next(i for i, text in enumerate(lines, 1) if "instances" in text)
+    err = assert_refused(
+        ws, f"testregion.yaml:{line}:", "endpoint 'ep' is declared as an instance twice", command="validate"
+    )
     assert "1 problem" in err, err
 
 
