@@ -5,7 +5,7 @@ from __future__ import annotations
 import traceback
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -213,27 +213,35 @@ def gather_facts(
 
     # A strict system (fragile, or with its own max_concurrency) is probed by one probe kind at a time, so its
     # limit holds across kinds too: one lane runs the kinds one after another over all strict systems, beside the
-    # other systems' kinds, which run at once.
+    # other systems' kinds, which run at once. A kind enters the lane once its shared run is over: a probe never
+    # gathers twice at once (its own caps, e.g. nmap processes, hold per call).
     shared = {kind: [t for t in targets if not t.politeness.strict] for kind, targets in plan.targets.items()}
     strict: dict[str, Future[dict[str, ProbeOutcome]]] = {
         kind: Future() for kind, targets in plan.targets.items() if any(t.politeness.strict for t in targets)
     }
+    facts: dict[str, dict[str, ProbeOutcome]] = {}
+    with ThreadPoolExecutor(max_workers=max(1, len(plan.targets)) + 1) as pool:
+        futures = {kind: pool.submit(run, kind, targets) for kind, targets in shared.items() if targets}
 
-    def strict_lane() -> None:
-        for kind, done in strict.items():
+        def strict_lane() -> None:
+            pending = list(strict)
             try:
-                done.set_result(run(kind, [t for t in plan.targets[kind] if t.politeness.strict]))
+                while pending:
+                    ready = [k for k in pending if k not in futures or futures[k].done()]
+                    if not ready:
+                        wait([futures[k] for k in pending], return_when=FIRST_COMPLETED)
+                        continue
+                    kind = ready[0]
+                    pending.remove(kind)
+                    strict[kind].set_result(run(kind, [t for t in plan.targets[kind] if t.politeness.strict]))
             except BaseException as exc:  # never leave a kind unanswered: the caller waits on every one
                 for rest in strict.values():
                     if not rest.done():
                         rest.set_exception(exc)
                 raise
 
-    facts: dict[str, dict[str, ProbeOutcome]] = {}
-    with ThreadPoolExecutor(max_workers=max(1, len(plan.targets)) + 1) as pool:
         if strict:
             pool.submit(strict_lane)
-        futures = {kind: pool.submit(run, kind, targets) for kind, targets in shared.items() if targets}
         for kind, targets in plan.targets.items():
             found = futures[kind].result() if kind in futures else {}
             if kind in strict:

@@ -243,3 +243,7 @@ def test_a_strict_system_meets_one_probe_kind_at_a_time_the_others_all_at_once()
         assert len(got) == 3 and all(a[1] <= b[0] for a, b in pairwise(got)), got
     shared = spans("epj")  # not strict: the kinds side by side
     assert max(s for s, _ in shared) < min(e for _, e in shared), shared
+    for kind in kinds:  # one probe never gathers twice at once: its strict run follows its shared one
+        (shared_run,) = [(s, e) for k, sys_id, s, e in log if k == kind and sys_id == "epj"]
+        (strict_run,) = [(s, e) for k, sys_id, s, e in log if k == kind and sys_id == "pump"]
+        assert shared_run[1] <= strict_run[0], (kind, shared_run, strict_run)
