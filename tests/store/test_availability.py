@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import Engine
 
 from scanner.app import load_workspace, plan_scan, run_scan
 from scanner.app_availability import availability_table, run_sample
@@ -262,13 +263,12 @@ def test_weekly_maintenance_window_expands_in_its_time_zone() -> None:
         MaintenanceWindow.model_validate({"days": ["mon"], "start": "2026-03-02T08:00:00Z"})
 
 
-def test_a_missed_round_inside_an_outage_does_not_split_it(tmp_path: Path) -> None:
-    """Store arithmetic on recorded samples: down at minutes 0..5 with no sample at minute 2 (one missed round is
-    still covered), up at 6 — one outage of 6 minutes ended by 'up', for the endpoint and for its service."""
+def test_a_missed_round_inside_an_outage_does_not_split_it(engine: Engine) -> None:
+    """Store arithmetic on recorded samples (SQLite and PostgreSQL): down at minutes 0..5 with no sample at minute 2
+    (one missed round is still covered), up at 6 — one outage of 6 minutes ended by 'up', for the endpoint and for
+    its service."""
     from scanner.probes.availability import Sample
     from scanner.store.availability import record_round
-
-    engine = open_store(f"sqlite:///{tmp_path / 's.db'}")
 
     def sample(key: str, up: bool) -> Sample:
         return Sample(key, "x", "tcp", up, 5.0 if up else None, None if up else "refused", None, 1)
@@ -287,4 +287,3 @@ def test_a_missed_round_inside_an_outage_does_not_split_it(tmp_path: Path) -> No
     # a window that ends exactly where the service came back still knows what ended the outage
     edge = service_stats(engine, "x/*", ["x/a", "x/b"], T0, T0 + 6 * MINUTE)
     assert [(o.ongoing, o.ended_by) for o in edge.outages] == [(False, "up")]
-    engine.dispose()
