@@ -130,7 +130,7 @@ LABELS: dict[str, dict[str, str]] = {
     "region": {"en": "Region", "da": "Region"},
     "crit_high_open": {"en": "Critical / high open", "da": "Kritiske / høje åbne"},
     "not_assessed_systems": {"en": "Systems not fully assessed", "da": "Systemer ikke fuldt vurderet"},
-    "waivers_expiring": {"en": "Waivers expiring ≤ 30 d", "da": "Dispensationer der udløber ≤ 30 d"},
+    "waivers_expiring": {"en": "Waivers expiring within 30 days", "da": "Dispensationer der udløber inden for 30 dage"},
     "no_findings": {"en": "No findings in the store yet: run hcscan scan.", "da": "Ingen fund endnu: kør hcscan scan."},
     "national": {"en": "National", "da": "Nationalt"},
     "contents": {"en": "Contents", "da": "Indhold"},
