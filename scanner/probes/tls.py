@@ -632,6 +632,35 @@ def leaf_from_ssl_cert(data: NseValue) -> x509.Certificate | None:
 # assembling one target's outcome (pure given its inputs)
 
 
+_CONNECTION_ERRORS = {
+    "refused": ProbeErrorReason.REFUSED,
+    "timeout": ProbeErrorReason.TIMEOUT,
+    "unreachable": ProbeErrorReason.UNREACHABLE,
+}
+
+
+def _connection_error(handshake: HandshakeFailure) -> ProbeError | None:
+    """The typed error of a handshake that never reached TLS (refused, timeout, unreachable); None otherwise."""
+    reason = _CONNECTION_ERRORS.get(handshake.kind)
+    return ProbeError(reason, handshake.detail) if reason is not None else None
+
+
+def _no_handshake_facts(hostname: str, detail: str) -> dict[str, JSONValue]:
+    """What no completed handshake of ours can show: nothing negotiated, no chain, no leaf."""
+    return {
+        "tls.negotiated_protocol": None,
+        "tls.negotiated_cipher": None,
+        "tls.chain_served": None,
+        **leaf_facts(None),
+        "tls.chain.trusted": None,
+        "tls.chain.complete": None,
+        "tls.chain.error": None,
+        "tls.hostname": hostname,
+        "tls.hostname_matches": None,
+        "tls.detail": detail,
+    }
+
+
 def build_outcome(
     target: Target,
     handshake: HandshakeOutcome,
@@ -640,13 +669,8 @@ def build_outcome(
     verdict: ChainVerdict | None = None,
 ) -> ProbeOutcome:
     """Combine the handshake and nmap's view of one endpoint into facts or a typed error."""
-    if isinstance(handshake, HandshakeFailure):
-        if handshake.kind == "refused":
-            return ProbeError(ProbeErrorReason.REFUSED, handshake.detail)
-        if handshake.kind == "timeout":
-            return ProbeError(ProbeErrorReason.TIMEOUT, handshake.detail)
-        if handshake.kind == "unreachable":
-            return ProbeError(ProbeErrorReason.UNREACHABLE, handshake.detail)
+    if isinstance(handshake, HandshakeFailure) and (error := _connection_error(handshake)) is not None:
+        return error
     if isinstance(nmap_result, NmapError):
         return ProbeError(nmap_result.reason, f"nmap: {nmap_result.detail}")
     if nmap_result is None:
@@ -657,22 +681,14 @@ def build_outcome(
 
     if isinstance(handshake, HandshakeFailure):  # TCP fine, but our handshake did not work
         if enum is None:
-            facts: dict[str, JSONValue] = {
-                "tls.offered": False,
-                **cipher_facts(None),
-                "tls.negotiated_protocol": None,
-                "tls.negotiated_cipher": None,
-                "tls.chain_served": None,
-                **leaf_facts(None),
-                "tls.chain.trusted": None,
-                "tls.chain.complete": None,
-                "tls.chain.error": None,
-                "tls.hostname": hostname,
-                "tls.hostname_matches": None,
-                "tls.detail": handshake.detail,
-                "tls.withheld": {},
-            }
-            return ProbeFacts(facts)
+            return ProbeFacts(
+                {
+                    "tls.offered": False,
+                    **cipher_facts(None),
+                    **_no_handshake_facts(hostname, handshake.detail),
+                    "tls.withheld": {},
+                }
+            )
         # nmap's own TLS code speaks what OpenSSL no longer does (SSLv3, EXPORT …): keep its view.
         cert_script = nmap_result.scripts.get("ssl-cert")
         leaf = leaf_from_ssl_cert(cert_script.data) if cert_script else None
@@ -733,27 +749,14 @@ def handshake_only_outcome(
     other legacy TLS, did not look), so then even tls.offered is withheld."""
     hostname = target.server_name or target.address
     if isinstance(handshake, HandshakeFailure):
-        if handshake.kind == "refused":
-            return ProbeError(ProbeErrorReason.REFUSED, handshake.detail)
-        if handshake.kind == "timeout":
-            return ProbeError(ProbeErrorReason.TIMEOUT, handshake.detail)
-        if handshake.kind == "unreachable":
-            return ProbeError(ProbeErrorReason.UNREACHABLE, handshake.detail)
+        if (error := _connection_error(handshake)) is not None:
+            return error
         why = f"our TLS handshake failed ({handshake.detail}) and {ENUMERATION_OFF}"
         return ProbeFacts(
             {
                 "tls.offered": None,
                 **dict.fromkeys(ENUMERATION_FACTS),
-                "tls.negotiated_protocol": None,
-                "tls.negotiated_cipher": None,
-                "tls.chain_served": None,
-                **leaf_facts(None),
-                "tls.chain.trusted": None,
-                "tls.chain.complete": None,
-                "tls.chain.error": None,
-                "tls.hostname": hostname,
-                "tls.hostname_matches": None,
-                "tls.detail": handshake.detail,
+                **_no_handshake_facts(hostname, handshake.detail),
                 "tls.withheld": {name: why for name in ("tls.offered", *ENUMERATION_FACTS)},
             }
         )
