@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,6 +17,7 @@ from scanner.inventory import EndpointRef, check_scope
 from scanner.models import Status
 from scanner.probes.availability import AvailabilitySampler, Sample, SamplerSettings
 from scanner.probes.base import Target
+from scanner.textsafe import clean_text
 
 DEFAULT_WINDOWS = ("24h", "7d", "30d")
 
@@ -75,7 +76,11 @@ def run_sample(
 
     targets, unresolved = sample_targets(ws, selection)
     t = at or now()
-    samples = list((sampler or sampler_for(ws)).sample(targets).values())
+    # The sampler's boundary for target text (as engine.clean_outcome is the scan's): error details quote answers.
+    samples = [
+        replace(s, detail=clean_text(s.detail, 2000)) if s.detail is not None else s
+        for s in (sampler or sampler_for(ws)).sample(targets).values()
+    ]
     regions = {system.id: region.id for region, system in ws.inventory.systems.values()}
     engine = open_store(ws.config.resolved_store_url())
     try:

@@ -22,10 +22,12 @@ from scanner.probes.base import (
     ProbeContext,
     ProbeError,
     ProbeErrorReason,
+    ProbeFacts,
     ProbeOutcome,
     Target,
 )
 from scanner.results import FindingRecord
+from scanner.textsafe import clean_text, clean_value
 from scanner.waivers import Waivers
 
 
@@ -205,11 +207,11 @@ def gather_facts(
         try:
             result = probe.gather(targets, ctx)
         except Exception:
-            err = ProbeError(ProbeErrorReason.INTERNAL, f"probe '{kind}' crashed: {traceback.format_exc(limit=3)}")
-            result = {}
-            return {t.key: err for t in targets}
+            crash = f"probe '{kind}' crashed: {traceback.format_exc(limit=3)}"
+            crashed = clean_outcome(ProbeError(ProbeErrorReason.INTERNAL, crash))
+            return {t.key: crashed for t in targets}
         missing = ProbeError(ProbeErrorReason.INTERNAL, f"probe '{kind}' returned no outcome for this endpoint")
-        return {t.key: result.get(t.key, missing) for t in targets}
+        return {t.key: clean_outcome(result.get(t.key, missing)) for t in targets}
 
     # A strict system (fragile, or with its own max_concurrency) is probed by one probe kind at a time, so its
     # limit holds across kinds too: one lane runs the kinds one after another over all strict systems, beside the
@@ -267,15 +269,12 @@ def _apply_waiver(verdict: Verdict, check: PlannedCheck, waivers: Waivers, now: 
     return Verdict(Status.FAIL, msg, evidence)
 
 
-def _clean(value: Any) -> Any:
-    """Facts come from targets: drop NUL characters (PostgreSQL text refuses them; nothing judges them)."""
-    if isinstance(value, str):
-        return value.replace("\x00", "")
-    if isinstance(value, list):
-        return [_clean(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    return value
+def clean_outcome(outcome: ProbeOutcome) -> ProbeOutcome:
+    """The boundary for target text in a scan: every fact and every probe error text is cleaned once, here, before
+    anything judges, stores, exports, renders or prints it (scanner/textsafe.py says what cleaning means)."""
+    if isinstance(outcome, ProbeError):
+        return ProbeError(outcome.reason, clean_text(outcome.detail))
+    return ProbeFacts(clean_value(outcome.facts))
 
 
 def judge_all(
@@ -295,7 +294,7 @@ def judge_all(
             verdict = could_not_assess(control.rule, outcome.message())
         else:
             try:
-                verdict = judge(control.rule, _clean(outcome.facts), control.params, now)
+                verdict = judge(control.rule, outcome.facts, control.params, now)
             except Exception:  # a bug in judging one check must not lose the run's other findings
                 verdict = could_not_assess(
                     control.rule, f"internal error while judging: {traceback.format_exc(limit=3)}"

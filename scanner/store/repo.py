@@ -20,6 +20,7 @@ from scanner.store import lifecycle
 from scanner.store.killpoints import kill_point
 from scanner.store.locks import advisory_key
 from scanner.store.models import ControlDef, Finding, FindingState, NoticeSent, RunFamilyAgg, ScanRun, SystemDef
+from scanner.textsafe import clean_text, clean_value
 
 RUNNING, COMPLETE, INTERRUPTED, FAILED = "running", "complete", "interrupted", "failed"
 NOT_COMPLIANT = {Status.FAIL.value, Status.ERROR.value, Status.WAIVED.value}
@@ -60,7 +61,7 @@ def _close_if_running(session: Session, run_id: int, status: str, detail: str, f
     result = session.execute(
         update(ScanRun)
         .where(col(ScanRun.id) == run_id, col(ScanRun.status) == RUNNING)  # never un-complete a run
-        .values(status=status, status_detail=detail[:2000], finished_at=finished_at)
+        .values(status=status, status_detail=clean_text(detail, 2000), finished_at=finished_at)
         .execution_options(synchronize_session=False)
     )
     return _rowcount(result) == 1
@@ -256,7 +257,10 @@ def complete_run(
             prev = existing.get(rec.fingerprint)
             change = lifecycle.change_label(prev.status if prev else None, status, rec.fingerprint in failed_before)
             changes[change] += 1
-            digest = verdict_digest(status, rec.message, rec.evidence)
+            # Target text was cleaned where it entered (engine.clean_outcome); messages also carry waiver reasons
+            # and exception texts, so the store keeps the guarantee for everything it holds.
+            message, evidence = clean_text(rec.message), clean_value(rec.evidence)
+            digest = verdict_digest(status, message, evidence)
             if prev is None or prev.verdict_digest != digest or prev.finding_id is None:
                 digests[rec.fingerprint] = digest
                 finding_rows.append(
@@ -272,8 +276,8 @@ def complete_run(
                         "criticality": rec.criticality,
                         "status": status,
                         "change": change,
-                        "message": rec.message,
-                        "evidence": rec.evidence,
+                        "message": message,
+                        "evidence": evidence,
                         "observed_at": when,
                     }
                 )
