@@ -2,8 +2,8 @@
 log is shipped there (`logship`). Both look at systems, not endpoints (SYSTEM_LEVEL targets), and read
 the system's `audit_log` declaration from the target's declared inventory data.
 
-A backend that cannot be read (missing or empty file, garbage lines, unreachable server, rejected
-token) gives a typed ProbeError, so LOG-01..03 become `error` with the backend's message. A system
+A backend that cannot be read (missing, empty or non-regular file, garbage lines, unreachable server,
+rejected token) gives a typed ProbeError, so LOG-01..03 become `error` with the backend's message. A system
 that declares no audit log gets facts saying so: the controls then fail, they do not pass.
 """
 
@@ -93,6 +93,19 @@ AUDITLOG_FACTS: tuple[FactSpec, ...] = (
     FactSpec("log.oldest_event", "datetime", "Time of the oldest retained event found (UTC).", True),
     FactSpec("log.oldest_event_age_days", "float", "Days from the oldest retained event to the probe's clock.", True),
     FactSpec(
+        "log.latest_event_in",
+        "str",
+        "Where the newest event was found: the current file or a rotated one (syslog-files), else log.source.",
+        True,
+    ),
+    FactSpec("log.oldest_event_in", "str", "Where the oldest event was found (as log.latest_event_in).", True),
+    FactSpec(
+        "log.files_unread",
+        "list[str]",
+        "Rotated files that could not be read in full, each with why: the newest event may be newer and the "
+        "oldest older than shown.",
+    ),
+    FactSpec(
         "log.year_inferred",
         "bool",
         "Some timestamps had no year (RFC 3164); the inferred year never makes an event look older than it is.",
@@ -130,6 +143,9 @@ def snapshot_facts(backend: str, snap: LogSnapshot, now: dt.datetime) -> dict[st
         "log.latest_event_age_hours": round((now - snap.latest).total_seconds() / 3600, 3) if snap.latest else None,
         "log.oldest_event": iso_utc(snap.oldest) if snap.oldest else None,
         "log.oldest_event_age_days": round((now - snap.oldest).total_seconds() / 86400, 3) if snap.oldest else None,
+        "log.latest_event_in": (snap.latest_in or snap.source) if snap.latest else None,
+        "log.oldest_event_in": (snap.oldest_in or snap.source) if snap.oldest else None,
+        "log.files_unread": list(snap.unread),
         "log.year_inferred": snap.year_inferred,
         "log.sample.size": len(snap.sample),
         "log.sample.complete": sum(not e.missing() for e in snap.sample),
@@ -164,7 +180,7 @@ class AuditLogProbe:
         if spec is None:
             facts = undeclared_facts(AUDITLOG_FACTS, "log")
             facts.update({"log.year_inferred": False, "log.sample.size": 0, "log.sample.complete": 0})
-            facts.update({"log.sample.missing_fields": [], "log.sample.malformed": 0})
+            facts.update({"log.sample.missing_fields": [], "log.sample.malformed": 0, "log.files_unread": []})
             return ProbeFacts(facts)
         backend = self._backends.get(spec.backend)
         if backend is None:

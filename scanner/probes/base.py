@@ -24,6 +24,7 @@ class ProbeErrorReason(StrEnum):
     UNREACHABLE = "unreachable"  # no route / host down / name does not resolve
     TIMEOUT = "timeout"  # target did not answer within the probe's time limit
     PROTOCOL = "protocol"  # target answered, but not in a way the probe could interpret
+    FILE = "file"  # a declared local file (a collector's log) is missing, not a regular file, unreadable or corrupt
     TOOL_MISSING = "tool_missing"  # a required external tool (nmap) is not installed
     TOOL_FAILED = "tool_failed"  # the external tool failed or produced unreadable output
     INTERNAL = "internal"  # a bug in hcscan; the traceback is in the detail

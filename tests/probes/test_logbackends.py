@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import bz2
 import datetime as dt
 import gzip
+import lzma
 import os
 import time
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +16,9 @@ import pytest
 
 from scanner.probes.auditlog import AuditLogProbe, snapshot_facts
 from scanner.probes.base import SYSTEM_LEVEL, ProbeContext, ProbeError, ProbeErrorReason, ProbeFacts, Target
-from scanner.probes.logbackends.base import LogEvent, LogSnapshot, dig, parse_time
-from scanner.probes.logbackends.spec import SyslogFieldNames
-from scanner.probes.logbackends.syslog_files import parse_line, parse_structured_data, to_event
+from scanner.probes.logbackends.base import LogBackendError, LogEvent, LogSnapshot, dig, parse_time
+from scanner.probes.logbackends.spec import SyslogFieldNames, SyslogFilesSpec
+from scanner.probes.logbackends.syslog_files import SyslogFilesBackend, parse_line, parse_structured_data, to_event
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 REF = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
@@ -31,6 +34,10 @@ def system_target(audit_log: dict[str, Any] | None, sid: str = "epj") -> Target:
 def gather(audit_log: dict[str, Any] | None) -> ProbeFacts | ProbeError:
     t = system_target(audit_log)
     return AuditLogProbe().gather([t], ProbeContext())[t.key]
+
+
+def iso(when: dt.datetime) -> str:
+    return when.isoformat().replace("+00:00", "Z")
 
 
 def line5424(when: dt.datetime, host: str = "epj01", msg: str = "user=u1 patient=0101 action=read") -> str:
@@ -147,11 +154,153 @@ def test_unusable_files_are_errors(tmp_path: Path, content: bytes, reason: Probe
     assert isinstance(outcome, ProbeError) and outcome.reason is reason and words in outcome.detail
 
 
-def test_missing_file_and_directory_are_errors(tmp_path: Path) -> None:
+def test_missing_file_is_named_as_such_not_as_a_network_state(tmp_path: Path) -> None:
     missing = gather(spec(tmp_path / "nope.log"))
-    assert isinstance(missing, ProbeError) and "not found" in missing.detail
-    directory = gather(spec(tmp_path))
-    assert isinstance(directory, ProbeError) and "not a file" in directory.detail
+    assert isinstance(missing, ProbeError) and missing.reason is ProbeErrorReason.FILE
+    assert missing.message() == f"file: syslog-files: log file not found: {tmp_path / 'nope.log'}"
+
+
+def test_fifo_directory_and_device_are_not_regular_files_and_never_block(tmp_path: Path) -> None:
+    fifo = tmp_path / "audit.log"
+    os.mkfifo(fifo)  # no writer: a blocking open would wait forever
+    cases = {fifo: "a FIFO", tmp_path: "a directory", Path("/dev/zero"): "a character device"}
+    for path, kind in cases.items():
+        started = time.monotonic()
+        outcome = gather(spec(path))
+        assert time.monotonic() - started < 30, path  # in fact milliseconds; generous for a loaded machine
+        assert isinstance(outcome, ProbeError) and outcome.reason is ProbeErrorReason.FILE, outcome
+        assert outcome.detail == f"syslog-files: not a regular file: {path} ({kind})"
+
+
+def _gz(path: Path, lines: list[str]) -> None:
+    with gzip.open(path, "wt") as gz:
+        gz.write("".join(f"{line}\n" for line in lines))
+
+
+def test_just_rotated_file_is_judged_from_its_siblings(tmp_path: Path) -> None:
+    """logrotate with delaycompress: an empty current file, `.1` plain, older ones compressed."""
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    current = tmp_path / "audit.log"
+    current.write_bytes(b"")
+    (tmp_path / "audit.log.1").write_text("".join(line5424(now - dt.timedelta(minutes=m)) + "\n" for m in (9, 7, 5)))
+    _gz(tmp_path / "audit.log.2.gz", [line5424(now - dt.timedelta(days=d)) for d in (200, 190)])
+    _gz(tmp_path / "audit.log.3.gz", [line5424(now - dt.timedelta(days=d)) for d in (300, 250)])
+    (tmp_path / "audit.log.bak").write_text(line5424(now - dt.timedelta(days=999)) + "\n")  # not logrotate's
+    outcome = gather(spec(current))
+    assert isinstance(outcome, ProbeFacts), outcome
+    f = outcome.facts
+    assert f["log.latest_event"] == iso(now - dt.timedelta(minutes=5))
+    assert f["log.latest_event_in"] == str(tmp_path / "audit.log.1")
+    assert f["log.oldest_event"] == iso(now - dt.timedelta(days=300))
+    assert f["log.oldest_event_in"] == str(tmp_path / "audit.log.3.gz")
+    # the sample (20 by default) runs on into older files until it is full: here it takes all 7 events
+    assert f["log.sample.size"] == 7 and f["log.sample.complete"] == 7 and f["log.files_unread"] == []
+
+
+def test_dateext_and_compress_without_delaycompress(tmp_path: Path) -> None:
+    """`dateext` + `compress`: only .gz archives beside an empty file; the latest date is the newest."""
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    current = tmp_path / "audit.log"
+    current.write_bytes(b"")
+    _gz(tmp_path / "audit.log-20261130.gz", [line5424(now - dt.timedelta(days=2, minutes=m)) for m in (5, 1)])
+    _gz(tmp_path / "audit.log-20261201.gz", [line5424(now - dt.timedelta(minutes=m)) for m in (30, 3)])
+    (tmp_path / "audit.log-20261129.bz2").write_bytes(
+        bz2.compress((line5424(now - dt.timedelta(days=3)) + "\n").encode())
+    )
+    (tmp_path / "audit.log-20261128.xz").write_bytes(
+        lzma.compress((line5424(now - dt.timedelta(days=4)) + "\n").encode())
+    )
+    outcome = gather(spec(current, sample_size=2))
+    assert isinstance(outcome, ProbeFacts), outcome
+    f = outcome.facts
+    assert f["log.latest_event"] == iso(now - dt.timedelta(minutes=3))
+    assert f["log.latest_event_in"] == str(tmp_path / "audit.log-20261201.gz")
+    assert f["log.oldest_event_in"] == str(tmp_path / "audit.log-20261128.xz")
+    assert f["log.sample.size"] == 2
+
+
+def test_nothing_anywhere_is_still_empty(tmp_path: Path) -> None:
+    current = tmp_path / "audit.log"
+    current.write_bytes(b"")
+    (tmp_path / "audit.log.1").write_bytes(b"")
+    outcome = gather(spec(current))
+    assert isinstance(outcome, ProbeError) and outcome.reason is ProbeErrorReason.PROTOCOL
+    assert "log file is empty" in outcome.detail and "1 rotated file(s) hold none either" in outcome.detail
+
+
+def test_unreadable_sibling_is_named_and_skipped_when_the_newest_event_does_not_need_it(tmp_path: Path) -> None:
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    current = tmp_path / "audit.log"
+    current.write_text("".join(line5424(now - dt.timedelta(minutes=m)) + "\n" for m in range(25, 0, -1)))
+    os.mkfifo(tmp_path / "audit.log.1")
+    (tmp_path / "audit.log.2.gz").write_bytes(b"\x1f\x8b this is not gzip")
+    os.symlink("/dev/zero", tmp_path / "audit.log.3")
+    outcome = gather(spec(current))
+    assert isinstance(outcome, ProbeFacts), outcome
+    unread = outcome.facts["log.files_unread"]
+    assert isinstance(unread, list) and len(unread) == 3, unread
+    assert f"not a regular file: {tmp_path / 'audit.log.1'} (a FIFO)" in unread
+    assert f"not a regular file: {tmp_path / 'audit.log.3'} (a symbolic link)" in unread
+    assert any(str(tmp_path / "audit.log.2.gz") in u and "gzip" in u for u in unread), unread
+    assert outcome.facts["log.oldest_event_in"] == str(current)
+
+
+def test_unreadable_sibling_the_newest_event_needs_is_an_error(tmp_path: Path) -> None:
+    current = tmp_path / "audit.log"
+    current.write_bytes(b"")
+    os.mkfifo(tmp_path / "audit.log.1")
+    outcome = gather(spec(current))
+    assert isinstance(outcome, ProbeError) and outcome.reason is ProbeErrorReason.FILE
+    assert "not a regular file" in outcome.detail and "(a FIFO)" in outcome.detail
+
+
+def _gzip_bomb(path: Path, gib: int) -> None:
+    """`gib` GiB of zeros in about a megabyte per GiB: one 16 MiB member, repeated (gzip allows many members)."""
+    member = gzip.compress(bytes(16 * 1024 * 1024), compresslevel=9)
+    with path.open("wb") as f:
+        for _ in range(64 * gib):
+            f.write(member)
+
+
+def test_gzip_bomb_is_bounded_in_time_and_memory(tmp_path: Path) -> None:
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    current = tmp_path / "audit.log"
+    current.write_bytes(b"")
+    _gzip_bomb(tmp_path / "audit.log.1.gz", 2)
+    _gz(tmp_path / "audit.log.2.gz", [line5424(now - dt.timedelta(days=1))])
+    tracemalloc.start()
+    started = time.monotonic()
+    try:
+        outcome = gather(spec(current))
+        elapsed = time.monotonic() - started
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert isinstance(outcome, ProbeError) and outcome.reason is ProbeErrorReason.FILE, outcome
+    assert "only the first 268435456 bytes decompressed (max_archive_bytes), and no event before that" in outcome.detail
+    assert elapsed < 60 and peak < 64 * 1024 * 1024, (elapsed, peak)
+    print(f"gzip bomb (2 GiB of zeros): error after {elapsed:.2f} s, peak {peak / 2**20:.1f} MiB traced")
+    # the same bomb as an old archive while the current file is fresh: read only as far as its head is sought
+    current.write_text(line5424(now - dt.timedelta(minutes=1)) + "\n")
+    started = time.monotonic()
+    fresh = gather(spec(current, sample_size=1))
+    assert isinstance(fresh, ProbeFacts), fresh
+    assert fresh.facts["log.latest_event_in"] == str(current) and time.monotonic() - started < 60
+    assert fresh.facts["log.oldest_event_in"] == str(tmp_path / "audit.log.2.gz")
+
+
+def test_slow_read_is_cut_at_the_time_budget(tmp_path: Path) -> None:
+    """Decompressing a GiB takes far longer than a 50 ms budget: the read stops there, as a timeout error."""
+    current = tmp_path / "audit.log"
+    current.write_bytes(b"")
+    _gzip_bomb(tmp_path / "audit.log.1.gz", 1)
+    declared = SyslogFilesSpec.model_validate(spec(current, max_archive_bytes=4 * 1024**3))
+    started = time.monotonic()
+    with pytest.raises(LogBackendError) as info:
+        SyslogFilesBackend().snapshot(declared, timeout_s=0.05, ctx=ProbeContext())
+    assert time.monotonic() - started < 30
+    assert info.value.reason is ProbeErrorReason.TIMEOUT
+    assert info.value.detail == f"reading {tmp_path / 'audit.log.1.gz'} took longer than 0.05 s"
 
 
 def test_huge_sparse_file_is_read_from_both_ends_only(tmp_path: Path) -> None:

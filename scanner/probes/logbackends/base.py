@@ -52,6 +52,9 @@ class LogSnapshot:
     sample: tuple[LogEvent, ...]  # newest first
     malformed: int = 0  # lines/records in the sampled window that could not be parsed
     year_inferred: bool = False  # timestamps without a year (RFC 3164): the year was inferred
+    latest_in: str | None = None  # the file (current or rotated) that held the newest event; None: `source`
+    oldest_in: str | None = None  # the file that held the oldest event; None: `source`
+    unread: tuple[str, ...] = ()  # files that could not be read in full, each with why
 
 
 class LogBackend(Protocol):

@@ -92,10 +92,19 @@ class SyslogFilesSpec(_BackendBase):
     backend: Literal["syslog-files"]
     path: str = Field(description="Absolute path of the system's current per-host log file.")
     archives: str | None = Field(
-        None, description="Absolute glob of rotated files (plain or .gz); their first lines give the oldest event."
+        None,
+        description="Absolute glob of further rotated files (plain, .gz, .bz2 or .xz). The files logrotate leaves "
+        "beside `path` (.1, .2.gz, -20261201, -20261201.gz) are read without it.",
     )
     max_scan_bytes: int = Field(
         4 * 1024 * 1024, ge=4096, le=256 * 1024 * 1024, description="Most bytes read from either end of a file."
+    )
+    max_archive_bytes: int = Field(
+        256 * 1024 * 1024,
+        ge=64 * 1024,
+        le=4 * 1024 * 1024 * 1024,
+        description="Most bytes decompressed from (and read of) one compressed archive whose newest events are "
+        "needed; a larger one (or a gzip bomb) is read only that far.",
     )
     fields: SyslogFieldNames = Field(default_factory=SyslogFieldNames)
 
