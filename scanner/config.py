@@ -5,13 +5,15 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from scanner.agent_config import AgentConfig, ScheduleConfig, schedule_problems
 from scanner.errors import InputError
 from scanner.exposure_config import ExposureConfig
+from scanner.redact import mask_url
 from scanner.yamlio import load_yaml, validate_model
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -80,25 +82,133 @@ class ReportConfig(Strict):
 class SmtpConfig(Strict):
     host: str = Field(description="SMTP server, e.g. smtp.region.example")
     port: int = Field(25, ge=1, le=65535)
-    starttls: bool = Field(False, description="Upgrade with STARTTLS before sending.")
+    starttls: bool = Field(
+        False, description="Upgrade with STARTTLS before sending; the certificate and host name are verified."
+    )
+    implicit_tls: bool = Field(
+        False, description="Speak TLS from the first byte (SMTPS, usually port 465) instead of STARTTLS; verified."
+    )
     username_env: str | None = Field(None, description="Environment variable holding the SMTP user name.")
     password_env: str | None = Field(None, description="Environment variable holding the SMTP password.")
+    allow_plaintext_login: bool = Field(
+        False,
+        description="DANGEROUS: log in without TLS (the password crosses the network readable by anyone on the "
+        "path). Only for a relay on the same host. Without it, credentials with neither starttls nor implicit_tls "
+        "are refused (exit 2).",
+    )
     sender: str = Field("hcscan@localhost", description="From address.")
     to: list[str] = Field(min_length=1, description="Recipients.")
+
+
+def _check_http_url(value: str, what: str) -> str:
+    """An absolute http(s) URL with a host; the URL itself is never echoed (it may hold a secret)."""
+    try:
+        parts = urlsplit(value)
+        _ = parts.port
+    except ValueError:
+        raise ValueError(f"{what} is not a valid URL (check the host and port)") from None
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"{what} must start with https:// (or http://)")
+    if not parts.hostname:
+        raise ValueError(f"{what} has no host")
+    return value
+
+
+def _webhook_url(value: str) -> str:
+    _check_http_url(value, "the webhook URL")
+    parts = urlsplit(value)
+    if parts.scheme != "https" and (parts.username is not None or parts.password is not None):
+        raise ValueError("credentials in an http:// webhook URL would cross the network in clear: use https://")
+    return value
+
+
+WebhookUrl = Annotated[str, AfterValidator(_webhook_url)]
 
 
 class NotificationsConfig(Strict):
     """Notices after each scan: regressions, new critical findings, SLA breaches, waivers about to expire.
 
-    Each notice is sent once (remembered in the store), not on every run."""
+    Each notice is sent once (remembered in the store), not on every run. Secrets go only where configured."""
 
-    webhooks: list[str] = Field(default_factory=list, description="URLs that receive a JSON POST per batch of notices.")
+    webhooks: list[WebhookUrl] = Field(
+        default_factory=list, description="URLs that receive a JSON POST per batch of notices (never redirected)."
+    )
     smtp: SmtpConfig | None = Field(None, description="E-mail the same notices through this SMTP server.")
     waiver_expiry_days: int = Field(30, ge=1, le=366, description="Warn when an active waiver expires within N days.")
     timeout_s: float = Field(10.0, gt=0, le=120, description="Per-delivery timeout.")
     secret_header_env: str | None = Field(
-        None, description="Environment variable whose value is sent as the X-Hcscan-Token header to webhooks."
+        None,
+        description="Environment variable whose value is sent as the X-Hcscan-Token header to webhooks; every "
+        "webhook must then be https://.",
     )
+    proxy: str | None = Field(
+        None,
+        description="HTTP(S) proxy for webhooks, e.g. https://proxy.region.example:3128. Without it no proxy is "
+        "used (HTTP_PROXY / HTTPS_PROXY in the environment are ignored).",
+    )
+    ca_bundle: Path | None = Field(
+        None,
+        description="PEM file of the roots trusted for webhook and SMTP servers, instead of the public ones.",
+    )
+
+    @field_validator("proxy")
+    @classmethod
+    def _proxy(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        _check_http_url(value, "the proxy URL")
+        parts = urlsplit(value)
+        if parts.username is not None or parts.password is not None:
+            raise ValueError("no credentials in the proxy URL (they would be printed and stored in config files)")
+        return value
+
+
+def notification_problems(cfg: NotificationsConfig) -> list[tuple[tuple[str | int, ...], str, str]]:
+    """What in `notifications` would send a secret where it could be read: (path, message, hint) for each.
+
+    Checked when config.yaml is loaded (exit 2) and again before sending (a refused channel sends nothing)."""
+    found: list[tuple[tuple[str | int, ...], str, str]] = []
+    if cfg.secret_header_env:
+        for i, url in enumerate(cfg.webhooks):
+            if urlsplit(url).scheme != "https":
+                found.append(
+                    (
+                        ("notifications", "webhooks", i),
+                        f"webhook {mask_url(url)} is http:// but secret_header_env sends a token with every POST: "
+                        "it would cross the network in clear",
+                        "use an https:// URL for this webhook (or remove secret_header_env)",
+                    )
+                )
+    smtp = cfg.smtp
+    if smtp is not None:
+        if smtp.starttls and smtp.implicit_tls:
+            found.append(
+                (
+                    ("notifications", "smtp", "implicit_tls"),
+                    "smtp: starttls and implicit_tls exclude each other",
+                    "implicit_tls: true for SMTPS (port 465), starttls: true for submission (port 587)",
+                )
+            )
+        if (smtp.username_env is None) != (smtp.password_env is None):
+            found.append(
+                (
+                    ("notifications", "smtp"),
+                    "smtp: username_env and password_env go together",
+                    "set both (or neither, for a relay that needs no login)",
+                )
+            )
+        credentials = smtp.username_env is not None or smtp.password_env is not None
+        if credentials and not (smtp.starttls or smtp.implicit_tls) and not smtp.allow_plaintext_login:
+            found.append(
+                (
+                    ("notifications", "smtp", "starttls"),
+                    "smtp: a login is configured (username_env/password_env) but the connection is not encrypted: "
+                    "the password would cross the network in clear",
+                    "set starttls: true (or implicit_tls: true for port 465); allow_plaintext_login: true only for "
+                    "a relay on the same host",
+                )
+            )
+    return found
 
 
 class AvailabilityConfig(Strict):
@@ -202,6 +312,18 @@ def load_config(path: Path) -> Config:
             raise InputError([loaded.problem((forbidden,), f"unknown field '{forbidden}'")])
     cfg = validate_model(Config, loaded, data)
     problems = schedule_problems(cfg.schedules, loaded.problem)
+    problems += [
+        loaded.problem(where, message, hint) for where, message, hint in notification_problems(cfg.notifications)
+    ]
+    bundle = cfg.notifications.ca_bundle
+    if bundle is not None and not (bundle if bundle.is_absolute() else path.resolve().parent / bundle).is_file():
+        problems.append(
+            loaded.problem(
+                ("notifications", "ca_bundle"),
+                "notifications.ca_bundle: file not found",
+                "name a PEM file of trusted roots (relative paths are relative to config.yaml's folder)",
+            )
+        )
     if problems:
         raise InputError(problems)
     return cfg.model_copy(update={"base_dir": path.resolve().parent, "source": path.resolve()})

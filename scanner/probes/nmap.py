@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import os
 import re
 import shlex
 import subprocess
@@ -87,6 +88,38 @@ EXTRA_VALUED: Mapping[str, re.Pattern[str]] = {
 
 
 SCRIPT_TIMEOUT_SHARE = 0.8  # of the host timeout: scripts give up first
+
+
+def _ber(tag: int, content: bytes) -> bytes:
+    """One BER element with a short-form length (every element below is under 128 bytes)."""
+    if len(content) > 127:
+        raise ValueError("short-form BER only")
+    return bytes((tag, len(content))) + content
+
+
+def _snmpv3_discovery() -> bytes:
+    """An SNMPv3 engine-discovery request (RFC 3414 4.): a GetRequest with no variables, no user, no community.
+
+    An agent answers it with a Report (unknown engine ID) whatever its access rules: proof of life, no data."""
+    integer, octets, sequence = 0x02, 0x04, 0x30
+    header = _ber(
+        sequence,
+        _ber(integer, b"\x2a\x17") + _ber(integer, b"\x05\xdc") + _ber(octets, b"\x04") + _ber(integer, b"\x03"),
+    )  # msgID, msgMaxSize 1500, flags: reportable only, USM
+    usm = _ber(sequence, _ber(octets, b"") + _ber(integer, b"\x00") * 2 + _ber(octets, b"") * 3)
+    pdu = _ber(0xA0, _ber(integer, b"\x2a\x17") + _ber(integer, b"\x00") * 2 + _ber(sequence, b""))
+    scoped = _ber(sequence, _ber(octets, b"") * 2 + pdu)
+    return _ber(sequence, _ber(integer, b"\x03") + header + _ber(octets, usm) + scoped)
+
+
+# The UDP sweep (-sU, root only): the reviewed ports and the one datagram each gets. Sent with --data (or an empty
+# datagram with --data-length 0), never from nmap's own payload list: for 161 that list also holds an SNMPv1 walk
+# with the community "public", which nmap 7.93 sends as well — a guessed community string.
+UDP_PAYLOADS: Mapping[int, bytes] = {
+    123: b"\x23" + bytes(47),  # NTP v4 client request (mode 3), all timestamps zero: a server answers with its time
+    161: _snmpv3_discovery(),
+    514: b"",  # syslog never answers; an empty datagram is no log message
+}
 
 
 class NmapArgumentError(ValueError):
@@ -228,6 +261,11 @@ def validate_extra(extra: Sequence[str]) -> list[str]:
     return out
 
 
+def udp_scan_possible() -> bool:
+    """nmap's UDP scan sends raw packets: only as root."""
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
 def _seconds(value: float) -> str:
     return f"{max(1, round(value))}s"
 
@@ -257,17 +295,27 @@ def build_arguments(
     extra: Sequence[str],
     timeout_s: float,
     systems: int = 1,
+    udp: bool = False,
 ) -> list[str]:
-    """The nmap options (without hosts and -oX) for one run over `systems` systems; everything validated."""
-    port_list = ",".join(str(p) for p in sorted({validate_port(p) for p in ports}))
+    """The nmap options (without hosts and -oX) for one run over `systems` systems; everything validated.
+
+    `udp`: a UDP scan (-sU) of one port of UDP_PAYLOADS with its reviewed datagram, no scripts."""
+    valid = sorted({validate_port(p) for p in ports})
+    port_list = ",".join(str(p) for p in valid)
     if not port_list:
         raise NmapArgumentError("no ports to scan")
+    if udp and (len(valid) != 1 or valid[0] not in UDP_PAYLOADS or scripts or script_args):
+        raise NmapArgumentError(f"a UDP run scans one of {sorted(UDP_PAYLOADS)} without scripts, got {valid}")
     timing = politeness.timing
     if isinstance(timing, bool) or not isinstance(timing, int) or not 0 <= timing <= 5:
         raise NmapArgumentError(f"timing template must be 0..5, got {timing!r}")
-    args = ["-sT", "-Pn", "-n", f"-T{timing}", "-p", port_list]
+    args = ["-sU" if udp else "-sT", "-Pn", "-n", f"-T{timing}", "-p", port_list]
     args += ["--host-timeout", _seconds(timeout_s)]
     args += ["--max-parallelism", str(run_parallelism(politeness, systems))]
+    if udp:
+        payload = UDP_PAYLOADS[valid[0]]
+        args += ["--data", payload.hex()] if payload else ["--data-length", "0"]
+        args += ["--max-retries", "1"]  # a silent port (open|filtered) costs two datagrams, not ten
     if scripts:
         args += ["--script", ",".join(validate_script(s) for s in scripts)]
         # Scripts give up before the host does, so a slow port does not cost the host's other ports.
@@ -296,12 +344,16 @@ def run_nmap(
     timeout_s: float,
     nmap_path: str | None = None,
     systems: int = 1,
+    udp: bool = False,
 ) -> NmapRun:
     """Run nmap once over `hosts` × `ports` (belonging to `systems` systems) and return its XML.
 
     Raises NmapArgumentError/ScriptRefused for invalid input (before anything runs) and NmapError
-    (TOOL_MISSING, TOOL_FAILED or TIMEOUT) when nmap cannot deliver a complete XML document.
+    (TOOL_MISSING, TOOL_FAILED or TIMEOUT) when nmap cannot deliver a complete XML document. `udp`: see
+    build_arguments; it needs root (`udp_scan_possible`), else TOOL_FAILED before anything runs.
     """
+    if udp and not udp_scan_possible():
+        raise NmapError(ProbeErrorReason.TOOL_FAILED, "a UDP scan (nmap -sU) needs root")
     host_list = sorted({validate_host(h) for h in hosts}, key=ipaddress.ip_address)
     if not host_list:
         raise NmapArgumentError("no hosts to scan")
@@ -313,6 +365,7 @@ def run_nmap(
         extra=extra,
         timeout_s=timeout_s,
         systems=systems,
+        udp=udp,
     )
     if any(":" in h for h in host_list):
         if not all(":" in h for h in host_list):

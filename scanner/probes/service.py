@@ -1,6 +1,10 @@
 """The service probe: nmap service/version detection on declared endpoints plus a port sweep of each
 declared host, turned into facts for the patching (PAT) and exposure (EXP-01) controls.
 
+The sweep covers the configured TCP ports and, as root only (nmap -sU), the UDP ports of `UDP_PAYLOADS` (NTP 123,
+SNMP 161, syslog 514), each with one reviewed datagram; without root the UDP facts are withheld (EXP-01 `error`).
+Every port in the facts is written with its transport: "22/tcp", "161/udp".
+
 One nmap process covers many hosts: non-fragile systems are grouped by timing and port set and scanned
 with ``-sT -sV``; each fragile system gets its own run over its declared ports only, at its own (gentle)
 timing, one connection at a time and without version probes. The XML is parsed here, streaming, and
@@ -35,7 +39,7 @@ from scanner.probes.base import (
     is_ip,
     system_hosts,
 )
-from scanner.probes.nmap import NmapArgumentError, NmapError, NmapRun, run_nmap
+from scanner.probes.nmap import UDP_PAYLOADS, NmapArgumentError, NmapError, NmapRun, run_nmap, udp_scan_possible
 from scanner.versiondata.identify import assess_declared, identification_facts, identify_service
 from scanner.versiondata.model import VersionData
 
@@ -46,6 +50,29 @@ _ENDPOINT_PROTOCOLS = frozenset(
     {"https", "http", "tls", "fhir", "ssh", "dicom", "dicom-tls", "mllp", "mllp-tls", "syslog", "syslog-tls",
      "ldap", "ldaps", "other"}
 )  # fmt: skip
+UDP_SWEEP_PORTS: tuple[int, ...] = tuple(sorted(UDP_PAYLOADS))  # swept on non-fragile systems' hosts, as root
+# Declared endpoints whose port is a UDP one: NTP is UDP only; plain syslog is received on UDP and on TCP.
+_UDP_ONLY, _UDP_AND_TCP = frozenset({"ntp"}), frozenset({"syslog"})
+UDP_NEEDS_ROOT = "UDP ports were not swept: nmap's UDP scan (-sU) needs root; run the scan as root to look for them"
+
+
+def port_label(port: int, protocol: str) -> str:
+    """How every port list in the facts and messages names a port: '22/tcp', '161/udp'."""
+    return f"{port}/{protocol}"
+
+
+def declared_port_labels(target: Target) -> set[str]:
+    """The system's declared endpoints' ports with their transport (ntp: udp; syslog: tcp and udp; others: tcp)."""
+    out: set[str] = set()
+    for e in target.declared.get("endpoints") or []:
+        if not isinstance(e, dict) or not isinstance(e.get("port"), int):
+            continue
+        protocol = str(e.get("protocol", ""))
+        if protocol not in _UDP_ONLY:
+            out.add(port_label(e["port"], "tcp"))
+        if protocol in _UDP_ONLY | _UDP_AND_TCP:
+            out.add(port_label(e["port"], "udp"))
+    return out
 
 
 @dataclass(frozen=True)
@@ -66,6 +93,7 @@ class ServiceInfo:
     port: int
     state: str
     reason: str
+    protocol: str = "tcp"
     name: str | None = None
     product: str | None = None
     version: str | None = None
@@ -86,8 +114,18 @@ class ServiceScan:
     error_message: str | None
 
 
-def parse_service_xml(xml: str) -> ServiceScan:
-    """Parse nmap's XML streaming (hardened parser: no entities, no external references)."""
+@dataclass(frozen=True)
+class UdpSweep:
+    """The UDP part of a job's sweep: what nmap -sU saw per (address, port); or why it was not (or not fully) run."""
+
+    ports: Mapping[tuple[str, int], ServiceInfo] = field(default_factory=dict)
+    swept: tuple[int, ...] = ()
+    not_swept: str | None = None  # why no UDP port was swept although the system is swept (not root)
+    error: ProbeError | None = None  # a UDP run failed or gave up on a host: the system's sweep is incomplete
+
+
+def parse_service_xml(xml: str, protocol: str = "tcp") -> ServiceScan:
+    """Parse nmap's XML streaming (hardened parser: no entities, no external references); `protocol`'s ports."""
     ports: dict[tuple[str, int], ServiceInfo] = {}
     timed_out: set[str] = set()
     finished_ok = False
@@ -101,7 +139,7 @@ def parse_service_xml(xml: str) -> ServiceScan:
                 if elem.get("timedout") == "true" and address:
                     timed_out.add(address)
                 for port in elem.iter("port"):
-                    info = _port_info(address, port)
+                    info = _port_info(address, port, protocol)
                     if info is not None:
                         ports[(info.address, info.port)] = info
                 elem.clear()
@@ -115,8 +153,8 @@ def parse_service_xml(xml: str) -> ServiceScan:
     return ServiceScan(ports, frozenset(timed_out), finished_ok, error_message)
 
 
-def _port_info(address: str, port: Any) -> ServiceInfo | None:
-    if not address or port.get("protocol", "tcp") != "tcp":
+def _port_info(address: str, port: Any, protocol: str = "tcp") -> ServiceInfo | None:
+    if not address or port.get("protocol", "tcp") != protocol:
         return None
     state = port.find("state")
     service = port.find("service")
@@ -130,6 +168,7 @@ def _port_info(address: str, port: Any) -> ServiceInfo | None:
             int(port.get("portid", "0")),
             state.get("state", "unknown") if state is not None else "unknown",
             state.get("reason", "") if state is not None else "",
+            protocol=protocol,
             banner=banner,
         )
     conf = service.get("conf")
@@ -138,6 +177,7 @@ def _port_info(address: str, port: Any) -> ServiceInfo | None:
         port=int(port.get("portid", "0")),
         state=state.get("state", "unknown") if state is not None else "unknown",
         reason=state.get("reason", "") if state is not None else "",
+        protocol=protocol,
         name=service.get("name"),
         product=service.get("product"),
         version=service.get("version"),
@@ -165,6 +205,7 @@ class _Job:
     version_probes: bool
     keys: list[str] = field(default_factory=list)  # targets whose facts come from this run
     systems: set[str] = field(default_factory=set)  # the systems the run covers (sets --max-parallelism)
+    udp_hosts: set[str] = field(default_factory=set)  # hosts of swept (non-fragile) systems: UDP_SWEEP_PORTS too
 
 
 def plan_jobs(targets: Sequence[Target], sweep_ports: Iterable[int]) -> list[_Job]:
@@ -193,8 +234,11 @@ def plan_jobs(targets: Sequence[Target], sweep_ports: Iterable[int]) -> list[_Jo
         # A declared port no service control looks at is neither probed nor swept: it cannot be "unexpected",
         # and version probes have no business with, say, a DICOM or MLLP port.
         ports = frozenset(probed | ((sweep - declared) if has_system else set()))
+        udp_hosts = hosts if has_system else set()
         if politeness.strict:
-            jobs.append(_Job(hosts, set(ports), politeness, version_probes=True, keys=keys, systems=system))
+            jobs.append(
+                _Job(hosts, set(ports), politeness, version_probes=True, keys=keys, systems=system, udp_hosts=udp_hosts)
+            )
             continue
         group = (politeness.timing, politeness.max_concurrency, politeness.timeout_s, ports)
         job = grouped.get(group)
@@ -202,6 +246,7 @@ def plan_jobs(targets: Sequence[Target], sweep_ports: Iterable[int]) -> list[_Jo
             job = grouped[group] = _Job(set(), set(ports), politeness, version_probes=True)
             jobs.append(job)
         job.hosts |= hosts
+        job.udp_hosts |= udp_hosts
         job.keys += keys
         job.systems |= system
     return [j for j in jobs if j.hosts and j.ports]
@@ -252,13 +297,37 @@ _SERVICE_FACTS: tuple[FactSpec, ...] = (
 )
 _SYSTEM_FACTS: tuple[FactSpec, ...] = (
     FactSpec(
-        "exposure.swept_ports", "list[int]", "Ports swept on the system's hosts (declared ports only if fragile)."
+        "exposure.swept_ports",
+        "list[str]",
+        "Ports swept on the system's hosts, with transport: '22/tcp', '161/udp' (declared TCP ports only if fragile).",
     ),
-    FactSpec("exposure.sweep_limited", "bool", "Fragile system: only declared ports were probed."),
-    FactSpec("exposure.declared_ports", "list[int]", "Ports of the system's declared endpoints."),
-    FactSpec("exposure.open", "list[object]", "Open ports found: {address, port, service, product}."),
-    FactSpec("exposure.unexpected", "list[object]", "Open ports not declared: {address, port, service, product}."),
-    FactSpec("exposure.unexpected_ports", "list[int]", "Port numbers of exposure.unexpected."),
+    FactSpec("exposure.sweep_limited", "bool", "Fragile system: only declared ports were probed (no UDP)."),
+    FactSpec(
+        "exposure.declared_ports",
+        "list[str]",
+        "Ports of the system's declared endpoints, with transport (ntp: udp; syslog: tcp and udp; others: tcp).",
+    ),
+    FactSpec(
+        "exposure.open", "list[object]", "Open ports found: {address, port, protocol (tcp/udp), service, product}."
+    ),
+    FactSpec(
+        "exposure.unexpected", "list[object]", "Open ports not declared: {address, port, protocol, service, product}."
+    ),
+    FactSpec("exposure.unexpected_ports", "list[str]", "The ports of exposure.unexpected: '23/tcp', '161/udp'."),
+    FactSpec(
+        "exposure.udp_swept_ports",
+        "list[str]",
+        "UDP ports swept (123/udp NTP, 161/udp SNMP, 514/udp syslog; [] on fragile systems); null when they could "
+        "not be swept (nmap -sU needs root): exposure.udp_not_swept says why.",
+        True,
+    ),
+    FactSpec("exposure.udp_not_swept", "str", "Why the UDP ports were not swept (null when they were).", True),
+    FactSpec(
+        "exposure.udp_unanswered",
+        "list[str]",
+        "Swept UDP ports that neither answered nor were refused (nmap open|filtered: a silent service such as "
+        "syslog, or a filter), as '<address> <port>/udp'; not counted as open.",
+    ),
     FactSpec("software.declared", "list[object]", "The system's `software:` entries with their lifecycle data."),
     FactSpec("versiondata.data_version", "str", "data_version of the version data used."),
     FactSpec("versiondata.generated", "datetime", "When the version data was compiled."),
@@ -305,6 +374,21 @@ def endpoint_facts(
     return facts
 
 
+def _open_port(info: ServiceInfo) -> dict[str, JSONValue]:
+    return {
+        "address": info.address,
+        "port": info.port,
+        "protocol": info.protocol,
+        "service": info.name,
+        "product": info.product,
+    }
+
+
+def _label_order(label: str) -> tuple[int, str]:
+    port, _, protocol = label.partition("/")
+    return int(port), protocol
+
+
 def system_facts(
     target: Target,
     scan: ServiceScan | None,
@@ -312,24 +396,41 @@ def system_facts(
     limited: bool,
     settings: ServiceSettings,
     run: NmapRun | None,
+    udp: UdpSweep | None = None,
 ) -> dict[str, JSONValue]:
-    declared = sorted(declared_ports(target))
+    """EXP-01's facts. `swept`: the TCP ports swept; `udp`: the UDP sweep (None: not swept, e.g. fragile)."""
+    declared = declared_port_labels(target)
+    declared_tcp = {p for p in declared_ports(target) if port_label(p, "tcp") in declared}
     hosts = system_hosts(target)
     open_ports: list[dict[str, JSONValue]] = []
     if scan is not None:
         for (address, port), info in sorted(scan.ports.items(), key=lambda kv: (kv[0][0], kv[0][1])):
-            if address in hosts and info.state == "open" and (port in swept or port in declared):
-                open_ports.append({"address": address, "port": port, "service": info.name, "product": info.product})
-    unexpected = [o for o in open_ports if o["port"] not in declared]
+            if address in hosts and info.state == "open" and (port in swept or port in declared_tcp):
+                open_ports.append(_open_port(info))
+    udp = udp or UdpSweep()
+    unanswered: list[str] = []
+    for (address, port), info in sorted(udp.ports.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+        if address in hosts and port in udp.swept:
+            if info.state == "open":
+                open_ports.append(_open_port(info))
+            elif info.state == "open|filtered":
+                unanswered.append(f"{address} {port_label(port, 'udp')}")
+    unexpected = [o for o in open_ports if port_label(int(str(o["port"])), str(o["protocol"])) not in declared]
+    udp_swept = [port_label(p, "udp") for p in udp.swept]
     software = (target.declared.get("system") or {}).get("software") or []
     data = settings.version_data
     return {
-        "exposure.swept_ports": list(swept),
+        "exposure.swept_ports": [port_label(p, "tcp") for p in swept] + udp_swept,
         "exposure.sweep_limited": limited,
-        "exposure.declared_ports": declared,
+        "exposure.declared_ports": sorted(declared, key=_label_order),
         "exposure.open": open_ports,
         "exposure.unexpected": unexpected,
-        "exposure.unexpected_ports": sorted({int(str(o["port"])) for o in unexpected}),
+        "exposure.unexpected_ports": sorted(
+            {port_label(int(str(o["port"])), str(o["protocol"])) for o in unexpected}, key=_label_order
+        ),
+        "exposure.udp_swept_ports": None if udp.not_swept else udp_swept,
+        "exposure.udp_not_swept": udp.not_swept,
+        "exposure.udp_unanswered": unanswered,
         "software.declared": [assess_declared(data, dict(item)) for item in software],
         "versiondata.data_version": data.file.data_version,
         "versiondata.generated": data.file.generated.isoformat(),
@@ -368,7 +469,7 @@ class ServiceProbe:
             futures = [(job, pool.submit(self._run_job, job, ctx)) for job in jobs]
             for job, future in futures:
                 try:
-                    run, scan = future.result()
+                    run, scan, udp, udp_runs = future.result()
                 except NmapError as exc:
                     for key in job.keys:
                         results[key] = ProbeError(exc.reason, exc.detail)
@@ -381,10 +482,10 @@ class ServiceProbe:
                     for key in job.keys:
                         results[key] = ProbeError(ProbeErrorReason.INTERNAL, traceback.format_exc(limit=3))
                     continue
-                self.runs.append(run)
+                self.runs += [run, *udp_runs]
                 swept = sorted(job.ports)
                 for key in job.keys:
-                    results[key] = self._outcome(by_key[key], job, run, scan, swept)
+                    results[key] = self._outcome(by_key[key], job, run, scan, swept, udp)
         for t in targets:
             if t.key in results:
                 continue
@@ -396,7 +497,7 @@ class ServiceProbe:
                 results[t.key] = ProbeError(ProbeErrorReason.UNREACHABLE, "no declared host address for this system")
         return results
 
-    def _run_job(self, job: _Job, ctx: ProbeContext) -> tuple[NmapRun, ServiceScan]:
+    def _run_job(self, job: _Job, ctx: ProbeContext) -> tuple[NmapRun, ServiceScan, UdpSweep, list[NmapRun]]:
         extra: list[str] = []
         if job.version_probes:
             extra = ["-sV", "--version-intensity", str(self.settings.version_intensity)]
@@ -409,9 +510,47 @@ class ServiceProbe:
             nmap_path=ctx.nmap_path,
             systems=max(1, len(job.systems)),
         )
-        return run, parse_service_xml(run.xml)
+        scan = parse_service_xml(run.xml)
+        udp, udp_runs = self._udp_sweep(job, ctx)
+        return run, scan, udp, udp_runs
 
-    def _outcome(self, target: Target, job: _Job, run: NmapRun, scan: ServiceScan, swept: list[int]) -> ProbeOutcome:
+    @staticmethod
+    def _udp_sweep(job: _Job, ctx: ProbeContext) -> tuple[UdpSweep, list[NmapRun]]:
+        """One nmap -sU run per UDP port (each port has its own reviewed datagram) over the job's swept hosts."""
+        if not job.udp_hosts:
+            return UdpSweep(), []
+        if not udp_scan_possible():
+            return UdpSweep(not_swept=UDP_NEEDS_ROOT), []
+        ports: dict[tuple[str, int], ServiceInfo] = {}
+        runs: list[NmapRun] = []
+        for port in UDP_SWEEP_PORTS:
+            try:
+                run = run_nmap(
+                    sorted(job.udp_hosts),
+                    [port],
+                    politeness=job.politeness,
+                    timeout_s=max(10.0, job.politeness.timeout_s * 2),
+                    nmap_path=ctx.nmap_path,
+                    systems=max(1, len(job.systems)),
+                    udp=True,
+                )
+                scan = parse_service_xml(run.xml, "udp")
+            except NmapError as exc:
+                return UdpSweep(ports, error=ProbeError(exc.reason, f"UDP sweep of {port}/udp: {exc.detail}")), runs
+            runs.append(run)
+            if not scan.finished_ok:
+                detail = f"UDP sweep of {port}/udp: {scan.error_message or 'nmap did not finish'}"
+                return UdpSweep(ports, error=ProbeError(ProbeErrorReason.TOOL_FAILED, detail)), runs
+            if scan.hosts_timed_out:
+                gave_up = ", ".join(sorted(scan.hosts_timed_out))
+                detail = f"UDP sweep of {port}/udp: nmap gave up on {gave_up} (host timeout)"
+                return UdpSweep(ports, error=ProbeError(ProbeErrorReason.TIMEOUT, detail)), runs
+            ports.update(scan.ports)
+        return UdpSweep(ports, UDP_SWEEP_PORTS), runs
+
+    def _outcome(
+        self, target: Target, job: _Job, run: NmapRun, scan: ServiceScan, swept: list[int], udp: UdpSweep
+    ) -> ProbeOutcome:
         hosts = system_hosts(target) if target.protocol == SYSTEM_LEVEL else {target.address}
         timed_out = sorted(hosts & set(scan.hosts_timed_out))
         if timed_out:
@@ -428,7 +567,9 @@ class ServiceProbe:
                     f"no port of {', '.join(silent)} answered (all filtered or silent): undeclared ports cannot be "
                     "ruled out",
                 )
-            facts = system_facts(target, scan, swept, not job.version_probes, self.settings, run)
+            if udp.error is not None:  # a half-done UDP sweep cannot rule undeclared UDP services out
+                return udp.error
+            facts = system_facts(target, scan, swept, not job.version_probes, self.settings, run, udp)
             return ProbeFacts(facts)
         info = scan.ports.get((target.address, target.port))
         if info is None:

@@ -13,7 +13,14 @@ from scanner.inventory import System
 from scanner.probes import service as service_mod
 from scanner.probes import tls as tls_mod
 from scanner.probes.base import SYSTEM_LEVEL, Politeness, ProbeContext, Target
-from scanner.probes.nmap import NmapArgumentError, NmapRun, build_arguments, run_parallelism
+from scanner.probes.nmap import (
+    UDP_PAYLOADS,
+    NmapArgumentError,
+    NmapRun,
+    build_arguments,
+    run_parallelism,
+    udp_scan_possible,
+)
 from scanner.probes.service import ServiceProbe, default_settings, plan_jobs
 from scanner.probes.tls import TlsProbe, plan_nmap_groups
 
@@ -112,8 +119,9 @@ def _recorder(calls: list[dict[str, Any]], order: list[str] | None = None) -> An
             extra=kw.get("extra", ()),
             timeout_s=kw["timeout_s"],
             systems=kw.get("systems", 1),
+            udp=kw.get("udp", False),
         )
-        calls.append({"hosts": sorted(hosts), "parallelism": _parallelism(args)})
+        calls.append({"hosts": sorted(hosts), "parallelism": _parallelism(args), "udp": kw.get("udp", False)})
         if order is not None:
             order.append("nmap " + ",".join(sorted(hosts)))
         return NmapRun(_EMPTY_XML, "0" * 64, ["nmap", *args], 0.0)
@@ -128,8 +136,11 @@ def test_service_probe_passes_the_system_count(monkeypatch: pytest.MonkeyPatch) 
     targets += [_target("own", "127.0.42.9", 22, OWN), _target("own", "127.0.42.9", 2222, OWN)]
     system = Target("own/*", "own", "127.0.42.9", 0, SYSTEM_LEVEL, politeness=OWN)
     ServiceProbe(default_settings()).gather([*targets, system], ProbeContext())
-    got = sorted((c["hosts"], c["parallelism"]) for c in calls)
+    got = sorted((c["hosts"], c["parallelism"]) for c in calls if not c["udp"])
     assert got == [([f"127.0.42.{i}" for i in range(1, 6)], 20), (["127.0.42.9"], 2)]
+    # The UDP sweep (as root: one run per UDP port) covers only the system that is swept, with its own cap.
+    udp = [(c["hosts"], c["parallelism"]) for c in calls if c["udp"]]
+    assert udp == ([(["127.0.42.9"], 2)] * len(UDP_PAYLOADS) if udp_scan_possible() else [])
 
 
 def test_tls_probe_runs_a_strict_system_alone_and_after_its_handshakes(monkeypatch: pytest.MonkeyPatch) -> None:
