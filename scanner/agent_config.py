@@ -13,9 +13,10 @@ from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from scanner.errors import Problem
+from scanner.strictmodel import StrictModel
 
 DEFAULT_TIMEZONE = "Europe/Copenhagen"
 _CRON_FIELDS_5 = ("minute", "hour", "day", "month", "day_of_week")
@@ -23,8 +24,8 @@ _CRON_FIELDS_6 = ("second", *_CRON_FIELDS_5)
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Strict(StrictModel):
+    """Unknown keys are errors, values are immutable, numbers are numbers."""
 
 
 def check_timezone(value: str) -> str:

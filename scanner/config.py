@@ -8,21 +8,20 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, Field, field_validator
 
 from scanner.agent_config import AgentConfig, ScheduleConfig, schedule_problems
 from scanner.errors import InputError
 from scanner.exposure_config import ExposureConfig
 from scanner.redact import mask_url
+from scanner.strictmodel import StrictModel
 from scanner.yamlio import load_yaml, validate_model
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-class Strict(BaseModel):
-    """Base for every user-written model: unknown keys are errors, values are immutable."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class Strict(StrictModel):
+    """Base for every user-written model: unknown keys are errors, values are immutable, numbers are numbers."""
 
 
 class ScopeConfig(Strict):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
+
+from scanner.strictmodel import StrictModel
 
 # Usual admin, file-sharing, database, remote-desktop and health-protocol ports (DICOM 104/2762/11112, MLLP 2575).
 DEFAULT_SWEEP_PORTS: tuple[int, ...] = (
@@ -13,8 +15,8 @@ DEFAULT_SWEEP_PORTS: tuple[int, ...] = (
 )  # fmt: skip
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Strict(StrictModel):
+    """Unknown keys are errors, values are immutable, numbers are numbers."""
 
 
 class VersionDataConfig(_Strict):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from pydantic import Field, model_validator
@@ -27,8 +27,10 @@ class Waiver(Strict):
     endpoint: str | None = Field(None, description="endpoint id (needs system); omit to cover every endpoint")
     reason: str = Field(min_length=10)
     approved_by: str = Field(min_length=2)
-    approved_on: date
-    expires: date = Field(description="required; at most 366 days after approved_on")
+    approved_on: date = Field(description="not after the day the waivers are loaded")
+    expires: date = Field(
+        description="required; at most 366 days after approved_on and after the day the waivers are loaded"
+    )
     compensating_control: str = Field("", description="what reduces the risk while the control fails")
 
     @model_validator(mode="after")
@@ -40,7 +42,9 @@ class Waiver(Strict):
         if self.expires < self.approved_on:
             raise ValueError("expires is before approved_on")
         if self.expires - self.approved_on > timedelta(days=MAX_WAIVER_DAYS):
-            raise ValueError(f"a waiver may last at most {MAX_WAIVER_DAYS} days; renew it instead")
+            raise ValueError(
+                f"a waiver may last at most {MAX_WAIVER_DAYS} days after approved_on; shorten it and renew it instead"
+            )
         return self
 
     def covers(self, control_id: str, system_id: str, endpoint_id: str, tags: frozenset[str] = frozenset()) -> bool:
@@ -88,9 +92,46 @@ class Waivers:
         return max(matches, key=lambda w: w.expires) if matches else None
 
 
+def load_day() -> date:
+    """The day waivers are judged against when loaded: the later of the local and the UTC date, so a waiver approved
+    today is accepted in any time zone (a scan judges expiry by the UTC date)."""
+    return max(datetime.now().date(), datetime.now(UTC).date())
+
+
+def date_problems(waiver: Waiver, today: date) -> list[tuple[str, str, str]]:
+    """(field, message, hint) for dates that make no sense on the load day. The limit counts from both ends: a waiver
+    approved for a day years ahead (`approved_on: 2036-01-01, expires: 2036-12-31`) would otherwise waive a control
+    for ten years from today."""
+    out: list[tuple[str, str, str]] = []
+    if waiver.approved_on > today:
+        out.append(
+            (
+                "approved_on",
+                f"approved_on {waiver.approved_on.isoformat()} is in the future (today is {today.isoformat()})",
+                "write the day the waiver was approved; a waiver cannot be approved ahead of time",
+            )
+        )
+    last = today + timedelta(days=MAX_WAIVER_DAYS)
+    if waiver.expires > last:
+        out.append(
+            (
+                "expires",
+                f"expires {waiver.expires.isoformat()} is more than {MAX_WAIVER_DAYS} days from today "
+                f"({today.isoformat()})",
+                f"set expires to {last.isoformat()} or earlier and renew the waiver when it runs out",
+            )
+        )
+    return out
+
+
 def load_waivers(
-    files: Iterable[Path], known_controls: set[str] | None = None, known_systems: set[str] | None = None
+    files: Iterable[Path],
+    known_controls: set[str] | None = None,
+    known_systems: set[str] | None = None,
+    today: date | None = None,
 ) -> Waivers:
+    """Load and check waiver files against the load day (`today`, default: load_day())."""
+    day = load_day() if today is None else today
     problems: list[Problem] = []
     items: list[Waiver] = []
     for file in files:
@@ -105,6 +146,8 @@ def load_waivers(
                 problems.append(loaded.problem(("waivers", i, "control"), f"unknown control '{w.control}'"))
             if known_systems is not None and w.system is not None and w.system not in known_systems:
                 problems.append(loaded.problem(("waivers", i, "system"), f"unknown system '{w.system}'"))
+            for field, message, hint in date_problems(w, day):
+                problems.append(loaded.problem(("waivers", i, field), message, hint))
             items.append(w)
     if problems:
         raise InputError(problems)

@@ -8,6 +8,7 @@ errors can name file:line:column.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,11 +18,22 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from scanner.errors import InputError, Problem
+from scanner.strictmodel import NotANumber
 
 PathKey = tuple[str | int, ...]
 M = TypeVar("M", bound=BaseModel)
 
 MAX_YAML_BYTES = 8 * 1024 * 1024  # inventories and catalogues are text written by people
+# Hand-written documents nest a few levels and hold small numbers. Bounds keep hostile ones from reaching Python's
+# recursion limit (a 50,000-deep list) or its int-string limit (a 5,001-digit number) as a traceback.
+MAX_NESTING = 40  # mappings/sequences inside one another
+MAX_INT = 2**63 - 1  # what a 64-bit store column holds
+_MAX_INT_TEXT = 40  # characters of an integer's text (digits, sign, underscores, 0x/0o prefix)
+_INT_TAG = "tag:yaml.org,2002:int"
+_TYPE_TAGS = ("int", "float", "str", "none", "bool")  # union members pydantic names in an error's location
+_OPENERS = (yaml.BlockMappingStartToken, yaml.BlockSequenceStartToken, yaml.FlowMappingStartToken,
+            yaml.FlowSequenceStartToken)  # fmt: skip
+_CLOSERS = (yaml.BlockEndToken, yaml.FlowMappingEndToken, yaml.FlowSequenceEndToken)
 
 
 @dataclass
@@ -74,11 +86,26 @@ def _construct(node: yaml.Node, path: PathKey, out: LoadedYaml, problems: list[P
     # Resolve the plain scalar with the safe constructor (ints, floats, bools, null, timestamps as str).
     if node.tag == "tag:yaml.org,2002:timestamp":
         return str(node.value)
+    if node.tag == _INT_TAG and len(node.value) > _MAX_INT_TEXT:
+        problems.append(_at(out.file, node, f"number too long ({len(node.value)} characters)", _INT_HINT))
+        return None
     try:
-        return _scalar(node)
-    except yaml.YAMLError as exc:
+        value = _scalar(node)
+    except (yaml.YAMLError, ValueError) as exc:
         problems.append(_at(out.file, node, f"unreadable value: {exc}"))
         return None
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
+        problems.append(_at(out.file, node, "number out of range", _INT_HINT))
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        problems.append(
+            _at(out.file, node, f"'{node.value}' is not a finite number", "write an ordinary number such as 1.5")
+        )
+        return None
+    return value
+
+
+_INT_HINT = f"write a whole number between {-MAX_INT} and {MAX_INT}, or quote it if it is text"
 
 
 def _scalar(node: yaml.ScalarNode) -> Any:
@@ -137,8 +164,27 @@ def load_yaml(file: Path, *, text: str | None = None) -> LoadedYaml:
     try:
         # Anchors and aliases are refused before composing: a self-referencing alias would recurse forever and
         # nested aliases ("billion laughs") would exhaust memory; hand-written inventories do not need them.
+        # Nesting is bounded here too, before PyYAML's recursive composer sees the document.
+        depth = 0
         for token in yaml.scan(text, Loader=yaml.SafeLoader):
-            if isinstance(token, yaml.AliasToken | yaml.AnchorToken):
+            if isinstance(token, _OPENERS):
+                depth += 1
+                if depth > MAX_NESTING:
+                    mark = token.start_mark
+                    raise InputError(
+                        [
+                            Problem(
+                                file,
+                                mark.line + 1,
+                                mark.column + 1,
+                                f"nested more than {MAX_NESTING} levels deep",
+                                "flatten the structure; hcscan's files need only a few levels",
+                            )
+                        ]
+                    )
+            elif isinstance(token, _CLOSERS):
+                depth -= 1
+            elif isinstance(token, yaml.AliasToken | yaml.AnchorToken):
                 kind = "alias" if isinstance(token, yaml.AliasToken) else "anchor"
                 mark = token.start_mark
                 raise InputError(
@@ -188,11 +234,20 @@ def validate_model(model: type[M], loaded: LoadedYaml, data: Any = None, base: P
 
 
 def problems_from_validation(exc: ValidationError, loaded: LoadedYaml, base: PathKey = ()) -> list[Problem]:
-    problems = []
+    problems: list[Problem] = []
     for err in exc.errors(include_url=False):
         loc = (*base, *(p for p in err["loc"] if isinstance(p, str | int)))
         dotted = ".".join(str(p) for p in loc) or "(top level)"
         kind = err["type"]
+        refused = err.get("input")
+        if isinstance(refused, NotANumber):
+            # Reported once per field, however many union members pydantic tried the stand-in against.
+            loc = tuple(p for p in loc if p not in _TYPE_TAGS)
+            msg = f"{'.'.join(str(p) for p in loc)}: {refused.problem}"
+            if any(p.message == msg for p in problems):
+                continue
+            problems.append(loaded.problem(loc, msg, ""))
+            continue
         if kind == "extra_forbidden":
             msg = f"unknown field '{loc[-1]}'"
             hint = "remove it or fix its spelling; `hcscan schema` prints the allowed fields"
@@ -200,7 +255,8 @@ def problems_from_validation(exc: ValidationError, loaded: LoadedYaml, base: Pat
             msg = f"missing required field '{dotted}'"
             hint = "add it"
         else:
-            msg = f"{dotted}: {err['msg']}"
+            # pydantic prefixes the message of a validator's ValueError; the message itself is what the user needs.
+            msg = f"{dotted}: {err['msg'].removeprefix('Value error, ')}"
             hint = ""
         problems.append(loaded.problem(loc, msg, hint))
     return problems

@@ -12,10 +12,11 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from scanner.errors import InputError
 from scanner.saferegex import UnsafePatternError, compile_safe
+from scanner.strictmodel import StrictModel
 from scanner.versiondata.schemes import SCHEMES, VersionParseError, VersionScheme, scheme_for
 from scanner.yamlio import load_yaml, validate_model
 
@@ -23,8 +24,8 @@ SCHEMA_VERSION = 1
 _PACKAGE_DATA = Path(__file__).resolve().parent / "data" / "versions.yaml"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Strict(StrictModel):
+    """Unknown keys are errors, values are immutable, numbers are numbers."""
 
 
 def _date(value: Any) -> Any:
