@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -13,6 +13,7 @@ from sqlmodel import Session, col
 from scanner.results import ControlInfo, SystemInfo
 from scanner.store import lifecycle
 from scanner.store.models import ControlDef, Finding, FindingState, NoticeSent, RunFamilyAgg, ScanRun, SystemDef
+from scanner.textsafe import clean_text, clean_value
 
 
 @dataclass(frozen=True)
@@ -96,8 +97,8 @@ def _finding_view(f: Finding, s: FindingState | None) -> FindingView:
         criticality=f.criticality,
         status=f.status,
         change=f.change,
-        message=f.message,
-        evidence=dict(f.evidence),
+        message=clean_text(f.message),
+        evidence=clean_value(dict(f.evidence)),
         observed_at=f.observed_at,
         first_seen_at=s.first_seen_at if s else None,
         last_verified_at=s.last_verified_at if s else f.observed_at,
@@ -123,7 +124,10 @@ def latest_findings(engine: Engine, region_id: str | None = None) -> list[Findin
         stmt = stmt.where(s.region_id == region_id)
     stmt = stmt.order_by(f.system_id, f.endpoint_key, f.control_id)
     with engine.connect() as conn:
-        return [FindingView(*row) for row in conn.execute(stmt)]
+        # A store written before target text was cleaned on entry may hold a lone surrogate (a JSON \ud83d escape
+        # in evidence) or an escape character: cleaned on the way out too, so one old finding cannot stop a report.
+        views = [FindingView(*row) for row in conn.execute(stmt)]
+    return [replace(v, message=clean_text(v.message), evidence=clean_value(v.evidence)) for v in views]
 
 
 def changed_in_run(engine: Engine, region_id: str, run_id: int) -> list[FindingView]:
