@@ -135,7 +135,9 @@ def test_unexpected_port_is_named(
 ) -> None:
     findings, _ = lab_findings
     f = findings[("ssh-ubuntu", "EXP-01")]
-    assert f["evidence"]["exposure.unexpected_ports"] == list(service_lab.cases["ssh_ubuntu"].extra_ports)
+    assert f["evidence"]["exposure.unexpected_ports"] == [
+        f"{p}/tcp" for p in service_lab.cases["ssh_ubuntu"].extra_ports
+    ]
 
 
 def test_unknown_product_is_never_a_silent_pass(
