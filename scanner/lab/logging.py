@@ -3,6 +3,8 @@
 * `RsyslogCollector` starts Debian's `rsyslogd` in the foreground with its own config, pid file and
   work directory: a plain TCP input and a TLS input (port 6514 when free) writing per-host files in
   RFC 5424 (`audit.log`) and traditional RFC 3164 (`audit-bsd.log`) format.
+* `LogRotate` runs Debian's `logrotate` on demand (forced, with its own state file) over a config the
+  caller writes, as the nightly cron job would: the collector's files rotate as they do in production.
 * `FhirAuditServer` answers FHIR `AuditEvent` searches (`_sort`, `_count`) with a Bundle.
 * `JsonLogServer` answers an Elasticsearch-style `_search` (`size`, `sort` on `@timestamp`).
 
@@ -202,6 +204,26 @@ class RsyslogCollector:
                 tls.sendall(f"{len(frame)} ".encode() + frame)
             tls.unwrap()
 
+    @property
+    def pid(self) -> int:
+        """rsyslogd's process id (for logrotate's `postrotate` HUP, which makes it reopen its files)."""
+        if self._proc is None:
+            raise CollectorError("collector not started")
+        return self._proc.pid
+
+    def send_until_in(self, path: Path, line: str, text: str, timeout_s: float = 30.0) -> None:
+        """Send `line` over TLS until `text` shows up in `path`: after a rotation, rsyslog writes to the new file
+        only once it has handled the HUP, and lines sent before that land in the rotated one."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self.send_tls([line])
+            try:
+                self.wait_for(path, text, timeout_s=min(2.0, max(0.1, deadline - time.monotonic())))
+                return
+            except CollectorError:
+                if time.monotonic() >= deadline:
+                    raise
+
     @staticmethod
     def wait_for(path: Path, text: str, timeout_s: float = 10.0) -> None:
         """Block until `path` contains `text` (rsyslog writes asynchronously to the sender)."""
@@ -212,6 +234,43 @@ class RsyslogCollector:
                     return
             time.sleep(0.05)
         raise CollectorError(f"{text!r} did not arrive in {path} within {timeout_s:g}s")
+
+
+class LogRotateError(RuntimeError):
+    """logrotate is missing or refused the configuration."""
+
+
+class LogRotate:
+    """Debian's `logrotate`, run now (`--force`) with a state file of its own, over a config the caller writes."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = Path(workdir)
+
+    @staticmethod
+    def executable() -> str | None:
+        return shutil.which("logrotate") or next(
+            (p for p in ("/usr/sbin/logrotate", "/sbin/logrotate") if Path(p).is_file()), None
+        )
+
+    def rotate(self, config: str, name: str = "logrotate") -> None:
+        """Write `config` to WORKDIR/NAME.conf and rotate everything it names once."""
+        exe = self.executable()
+        if exe is None:
+            raise LogRotateError("logrotate not found (Debian package logrotate)")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        conf = self.workdir / f"{name}.conf"
+        conf.write_text(config, encoding="utf-8")
+        conf.chmod(0o644)  # logrotate ignores a config others may write
+        done = subprocess.run(
+            [exe, "--force", "--state", str(self.workdir / f"{name}.state"), str(conf)],
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise LogRotateError(
+                f"logrotate failed ({done.returncode}): {done.stderr.decode(errors='replace')[-2000:]}"
+            )
 
 
 # -- JSON log APIs ---------------------------------------------------------------------------------
