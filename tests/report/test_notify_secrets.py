@@ -4,6 +4,7 @@ and SMTP logs in only after a verified TLS upgrade. Real servers on 127.0.0.1, c
 from __future__ import annotations
 
 import base64
+import ipaddress
 import socket
 import socketserver
 import ssl
@@ -23,6 +24,9 @@ from scanner.config import Config, NotificationsConfig, SmtpConfig, load_config
 from scanner.errors import InputError
 from scanner.lab.certs import CertSpec, LabPKI
 from scanner.notify import TOKEN_HEADER, send_notices
+from scanner.probes.base import ProbeContext
+from scanner.probes.logbackends.base import LogBackendError
+from scanner.probes.logbackends.httpjson import request_json
 from scanner.redact import mask_url, scrub
 from scanner.store.db import open_store
 from tests.helpers import write_yaml
@@ -264,6 +268,17 @@ def test_delivery_errors_show_no_path_query_or_token(engine: Engine, monkeypatch
     assert report.sent == [] and len(report.errors) == 1
     assert report.errors[0].startswith(f"webhook https://127.0.0.1:{port}/…: cannot connect")
     assert_masked(report.errors[0])
+
+
+def test_log_backend_errors_show_no_path_or_query(web: list[WebReceiver]) -> None:
+    backend = WebReceiver(status=404)
+    web.append(backend)
+    ctx = ProbeContext(allowed_networks=(ipaddress.ip_network("127.0.0.0/8"),))
+    with pytest.raises(LogBackendError) as err:
+        request_json(backend.url(f"{SECRET_PATH}?{SECRET_QUERY}"), ctx=ctx, timeout_s=5, token=TOKEN)
+    assert err.value.detail.startswith(f"http://127.0.0.1:{backend.port}/…: HTTP 404"), err.value
+    assert_masked(str(err.value))
+    assert len(backend.hits) == 1  # the request itself went to the declared path
 
 
 def test_mask_url_and_scrub() -> None:

@@ -19,6 +19,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from scanner.probes.base import OutOfScope, ProbeContext, ProbeErrorReason, resolve_in_scope
 from scanner.probes.logbackends.base import LogBackendError
+from scanner.redact import mask_url
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
 USER_AGENT = "hcscan/0.1 (compliance scanner; audit-log check)"
@@ -108,7 +109,7 @@ def request_json(
         extra = urlencode({k: v if isinstance(v, str) else json.dumps(v) for k, v in params.items()})
         query = f"{query}&{extra}" if query else extra
     target = (parts.path or "/") + (f"?{query}" if query else "")
-    shown = public_url(url)
+    shown = mask_url(url)  # error texts: scheme://host:port only (a path or query may hold a secret)
     headers = {"Accept": accept, "User-Agent": USER_AGENT, "Connection": "close"}
     payload: bytes | None = None
     if body is not None:
