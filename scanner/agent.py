@@ -459,6 +459,7 @@ class Agent:
                 None,
                 language=self.config.report.language,
                 sla_days=self.config.report.sla_days,
+                file_mode=self.config.report.file_mode_bits,
             )
         return slots.DONE, f"wrote {len(paths)} report file(s)"
 

@@ -20,6 +20,7 @@ from scanner.catalog import ControlCatalog, control_files, load_catalog
 from scanner.config import Config, load_config
 from scanner.engine import Plan, Selection, build_plan, gather_facts, judge_all
 from scanner.errors import InputError, Problem
+from scanner.fileio import DiskFull, disk_full_reason
 from scanner.inventory import Inventory, ScopedTargets, check_scope, inventory_paths, load_inventory
 from scanner.probes.base import Probe, ProbeContext, TrustSettings
 from scanner.results import ControlInfo, FindingRecord, RunMeta, RunSummary, SystemInfo
@@ -144,16 +145,24 @@ def run_scan(
     is then ended `interrupted` with that reason and RunAbandoned raised.
     """
     from scanner.store import repo
-    from scanner.store.db import open_store
+    from scanner.store.db import keep_room_to_end_run, open_store
     from scanner.store.retry import retry_locked
 
     engine = open_store(ws.config.resolved_store_url())
     probes = {**store_probes(engine, ws.config, now), **probes}  # a caller's own probe of a kind wins
     host = socket.gethostname()
-    retry_locked(lambda: repo.mark_interrupted_runs(engine, host))  # locks: another scan or the agent writes
     meta = run_meta(ws, plan, selection, host, agent_id)
     started = now()
-    run_id = retry_locked(lambda: repo.start_run(engine, meta, started))
+    try:
+        retry_locked(lambda: repo.mark_interrupted_runs(engine, host))  # locks: another scan or the agent writes
+        run_id = retry_locked(lambda: repo.start_run(engine, meta, started))
+    except Exception as exc:
+        full = disk_full_reason(exc)
+        engine.dispose()
+        if full is None:
+            raise
+        raise DiskFull(f"{full}; no run was started (free space where the store is: {_store_place(ws)})") from exc
+    keep_room_to_end_run(engine)  # so that a full disk later still lets this run be marked interrupted
     try:
         if on_run_started is not None:
             on_run_started(run_id)
@@ -171,12 +180,33 @@ def run_scan(
     except RunAbandoned:
         raise
     except BaseException as exc:
-        aborted = f"run aborted: {exc!r}"
-        retry_locked(lambda: repo.end_run(engine, run_id, repo.INTERRUPTED, aborted))
-        raise
+        full = disk_full_reason(exc)
+        if full is None:
+            aborted = f"run aborted: {exc!r}"
+            retry_locked(lambda: repo.end_run(engine, run_id, repo.INTERRUPTED, aborted))
+            raise
+        raise _ended_by_full_disk(engine, run_id, full, _store_place(ws)) from exc
     finally:
         engine.dispose()
     return ScanResult(summary, records)
+
+
+def _store_place(ws: Workspace) -> str:
+    url = ws.config.resolved_store_url()
+    return url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else "the database server"
+
+
+def _ended_by_full_disk(engine: Engine, run_id: int, full: str, place: str) -> DiskFull:
+    """Mark the run `interrupted` with the disk-full reason (nothing of it was stored) and say so in one line."""
+    from scanner.store import repo
+    from scanner.store.retry import retry_locked
+
+    try:
+        retry_locked(lambda: repo.end_run(engine, run_id, repo.INTERRUPTED, f"{full}; none of its findings stored"))
+        state = f"run #{run_id} ended interrupted, none of its findings stored"
+    except Exception:  # still full: the next scan marks the run of this ended process interrupted
+        state = f"run #{run_id} could not even be marked interrupted; the next scan will mark it"
+    return DiskFull(f"{full}; {state} (free space where the store is: {place})")
 
 
 def run_meta(ws: Workspace, plan: Plan, selection: Selection, host: str, agent_id: str = "") -> RunMeta:

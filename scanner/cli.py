@@ -1,7 +1,9 @@
 """The `hcscan` command. The only module that knows about the terminal.
 
 Exit codes: 0 everything assessed passed (or was waived / not applicable), 1 any fail or could-not-assess,
-2 bad input (config, inventory, controls, waivers, command line) — in which case nothing was scanned or stored.
+2 bad input (config, inventory, controls, waivers, command line) — in which case nothing was scanned or stored,
+3 the command could not complete (a full disk: a scan's run is then stored `interrupted` with the reason, and a
+report or export leaves the previous files as they were).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from scanner import __version__
 from scanner.errors import InputError
 
 F = TypeVar("F", bound=Callable[..., Any])
-EXIT_OK, EXIT_FINDINGS, EXIT_INPUT = 0, 1, 2
+EXIT_OK, EXIT_FINDINGS, EXIT_INPUT, EXIT_INCOMPLETE = 0, 1, 2, 3
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -250,6 +252,7 @@ def report(config_path: Path | None, region: tuple[str, ...], out_dir: Path | No
             list(region) or None,
             language=config.report.language,
             sla_days=config.report.sla_days,
+            file_mode=config.report.file_mode_bits,
         )
     finally:
         engine.dispose()
@@ -281,8 +284,9 @@ def export(config_path: Path | None, fmt: str, region: str | None, out_file: Pat
     if out_file is None:
         sys.stdout.write(text)
     else:
-        out_file.parent.mkdir(parents=True, exist_ok=True)
-        out_file.write_text(text, encoding="utf-8", newline="")
+        from scanner.fileio import write_output
+
+        write_output(out_file, text.encode("utf-8"), config.report.file_mode_bits)  # never through a symlink
         err.print(f"wrote {len(data.findings)} finding(s) to {out_file}", markup=False)
 
 
@@ -721,11 +725,17 @@ def availability(
 
 
 def entry() -> None:
-    """The console entry point: a user error raised anywhere below (e.g. an unreachable store) exits 2."""
+    """The console entry point: a user error raised anywhere below (e.g. an unreachable store) exits 2; a full disk
+    or an output file that cannot be written exits 3 with one line saying which."""
+    from scanner.fileio import DiskFull, OutputError
+
     try:
         main()
     except InputError as exc:
         _fail_input(exc)
+    except (DiskFull, OutputError) as exc:
+        click.echo(f"error: {exc}", err=True)  # one line, no traceback: it is the machine's state, not a bug
+        sys.exit(EXIT_INCOMPLETE)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -13,6 +13,7 @@ from pydantic import AfterValidator, Field, field_validator
 from scanner.agent_config import AgentConfig, ScheduleConfig, schedule_problems
 from scanner.errors import InputError
 from scanner.exposure_config import ExposureConfig
+from scanner.fileio import parse_file_mode
 from scanner.redact import mask_url
 from scanner.strictmodel import StrictModel
 from scanner.yamlio import load_yaml, validate_model
@@ -66,6 +67,24 @@ class ReportConfig(Strict):
         default_factory=lambda: {"critical": 7, "high": 30, "medium": 90, "low": 180},
         description="Remediation deadline in days by control severity, counted from first seen; overdue leads.",
     )
+    file_mode: str = Field(
+        "0600",
+        description='Mode of the report and export files hcscan writes, in quotes: "0600" (owner only, the default), '
+        '"0640" (also the group, e.g. a web server\'s) or "0644". The owner always reads and writes; nobody else may '
+        "write; never executable.",
+    )
+
+    @field_validator("file_mode", mode="before")
+    @classmethod
+    def _file_mode(cls, value: object) -> str:
+        if not isinstance(value, str):
+            raise ValueError('write the mode in quotes, e.g. "0640" (unquoted YAML reads it as a number)')
+        parse_file_mode(value)
+        return value
+
+    @property
+    def file_mode_bits(self) -> int:
+        return parse_file_mode(self.file_mode)
 
     @field_validator("sla_days")
     @classmethod

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from scanner.app import load_workspace, plan_scan, probe_context, run_meta, store_probes
 from scanner.engine import Selection, gather_facts, judge_all
+from scanner.fileio import write_private
 from scanner.lab import Lab
 from scanner.lab.services import ServiceLab
 from scanner.models import Status
@@ -84,10 +85,12 @@ def demo_waivers(today: date) -> dict[str, object]:
 def write_demo_config(workdir: Path, ca_bundles: list[Path], today: date | None = None) -> Path:
     inventory = demo_inventory_dir()
     waivers = workdir / "waivers.yaml"
-    waivers.write_text(
-        "# Written by `hcscan demo`: dates are relative to the day the demo ran.\n"
-        + dump_yaml(demo_waivers(today or datetime.now(UTC).date())),
-        encoding="utf-8",
+    write_private(
+        waivers,
+        (
+            "# Written by `hcscan demo`: dates are relative to the day the demo ran.\n"
+            + dump_yaml(demo_waivers(today or datetime.now(UTC).date()))
+        ).encode("utf-8"),
     )
     config = {
         "store_url": "sqlite:///hcscan.db",
@@ -100,7 +103,7 @@ def write_demo_config(workdir: Path, ca_bundles: list[Path], today: date | None 
         "report": {"out_dir": "reports"},
     }
     path = workdir / "config.yaml"
-    path.write_text("# Written by `hcscan demo`.\n" + dump_yaml(config), encoding="utf-8")
+    write_private(path, ("# Written by `hcscan demo`.\n" + dump_yaml(config)).encode("utf-8"))
     return path
 
 
@@ -167,6 +170,7 @@ def run_demo(workdir: Path, log: Callable[[str], None] = print) -> DemoResult:
             ws.config.resolve(ws.config.report.out_dir),
             language=ws.config.report.language,
             sla_days=ws.config.report.sla_days,
+            file_mode=ws.config.report.file_mode_bits,
         )
     finally:
         engine.dispose()

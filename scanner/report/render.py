@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -13,6 +11,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from sqlalchemy import Engine
 
 from scanner import __version__
+from scanner.fileio import DEFAULT_FILE_MODE, write_output
 from scanner.report.i18n import translator
 from scanner.report.views import RegionPage, build_trend, region_page
 from scanner.resources import templates_dir
@@ -34,14 +33,6 @@ def _env() -> Environment:
     return env
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
 def render_reports(
     engine: Engine,
     out_dir: Path,
@@ -49,10 +40,13 @@ def render_reports(
     language: str = "en",
     sla_days: dict[str, int] | None = None,
     now: datetime | None = None,
+    file_mode: int = DEFAULT_FILE_MODE,
 ) -> list[Path]:
     """Write region-<id>.html for each region (default: all with findings) and index.html. Returns the paths.
 
-    Pages are rendered one region at a time so memory stays bounded by the largest region.
+    Pages are rendered one region at a time so memory stays bounded by the largest region. Each file is written
+    whole or not at all (scanner/fileio.py: mode `file_mode`, never through a symlink); a file that cannot be
+    written (a full disk) raises OutputError and leaves that file's previous version in place.
     """
     now = now or datetime.now(UTC)
     env = _env()
@@ -64,7 +58,7 @@ def render_reports(
     for region_id in wanted:
         page: RegionPage = region_page(engine, region_id, now, sla_days)
         path = out_dir / f"region-{page.region_id}.html"
-        _write_atomic(path, region_tpl.render(page=page, **common))
+        write_output(path, region_tpl.render(page=page, **common).encode("utf-8"), file_mode)
         written.append(path)
         spark = build_trend(queries.region_history(engine, region_id, 12), width=120, height=28, pad=3)
         summaries.append(
@@ -84,6 +78,6 @@ def render_reports(
         )
         del page
     index = out_dir / "index.html"
-    _write_atomic(index, env.get_template("index.html.j2").render(pages=summaries, **common))
+    write_output(index, env.get_template("index.html.j2").render(pages=summaries, **common).encode("utf-8"), file_mode)
     written.append(index)
     return written
