@@ -18,7 +18,14 @@ from scanner.probes.auditlog import AuditLogProbe, snapshot_facts
 from scanner.probes.base import SYSTEM_LEVEL, ProbeContext, ProbeError, ProbeErrorReason, ProbeFacts, Target
 from scanner.probes.logbackends.base import LogBackendError, LogEvent, LogSnapshot, dig, parse_time
 from scanner.probes.logbackends.spec import SyslogFieldNames, SyslogFilesSpec
-from scanner.probes.logbackends.syslog_files import SyslogFilesBackend, parse_line, parse_structured_data, to_event
+from scanner.probes.logbackends.syslog_files import (
+    Budget,
+    SyslogFilesBackend,
+    parse_line,
+    parse_structured_data,
+    rotated_siblings,
+    to_event,
+)
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 REF = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
@@ -217,6 +224,22 @@ def test_dateext_and_compress_without_delaycompress(tmp_path: Path) -> None:
     assert f["log.latest_event_in"] == str(tmp_path / "audit.log-20261201.gz")
     assert f["log.oldest_event_in"] == str(tmp_path / "audit.log-20261128.xz")
     assert f["log.sample.size"] == 2
+
+
+def test_rotated_siblings_are_what_logrotate_names_newest_first(tmp_path: Path) -> None:
+    names = [
+        "audit.log.10.gz", "audit.log.2.gz", "audit.log.1", "audit.log-20261130.gz", "audit.log-20261201",
+        "audit.log.20261129.xz", "audit.log-2026-11-28-1764288000.bz2", "audit.log.3.zst",
+        # not logrotate's rotations of audit.log:
+        "audit.log.bak", "audit.log.1.gz.tmp", "audit.log-old", "audit.logx.1", "audit-bsd.log.1", "audit.log",
+    ]  # fmt: skip
+    for name in names:
+        (tmp_path / name).write_bytes(b"")
+    found = [Path(f.path).name for f in rotated_siblings(str(tmp_path / "audit.log"), Budget(30))]
+    assert found == [
+        "audit.log.1", "audit.log.2.gz", "audit.log.3.zst", "audit.log.10.gz", "audit.log-20261201",
+        "audit.log-20261130.gz", "audit.log.20261129.xz", "audit.log-2026-11-28-1764288000.bz2",
+    ]  # fmt: skip
 
 
 def test_nothing_anywhere_is_still_empty(tmp_path: Path) -> None:

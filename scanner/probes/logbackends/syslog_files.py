@@ -16,6 +16,7 @@ year nor zone: times are read in the scan machine's zone and the year is the lat
 after the file's last write, which can make an event look younger than it is but never older (retention is never
 overstated).
 """
+
 from __future__ import annotations
 
 import bz2
@@ -296,7 +297,7 @@ class LogFile:
     """One file of the log: the current file or a rotated sibling. `rank` orders siblings newest first."""
 
     path: str
-    rank: tuple[int, int] = (0, 0)
+    rank: tuple[int, int, int] = (0, 0, 0)
 
     @property
     def compression(self) -> str | None:
@@ -443,11 +444,22 @@ def first_event_time(opened: Opened, log: LogFile, max_bytes: int, budget: Budge
 _COMPRESSED_SUFFIX = r"(?:\.gz|\.bz2|\.xz|\.zst|\.lz4|\.Z)?"
 
 
+def _rank(m: re.Match[str]) -> tuple[int, int, int]:
+    """.1 is newer than .2; a later date is newer than an earlier one (its first eight digits, then the rest, so
+    -20261201 is newer than -20261128-1764288000)."""
+    if m["n"] is not None:
+        return (1, int(m["n"]), 0)
+    digits = m["date"].replace("-", "")[:30]
+    return (2, -int(digits[:8]), -int(digits[8:] or 0))
+
+
 def rotated_siblings(path: str, budget: Budget) -> list[LogFile]:
     """The files logrotate (numbered or `dateext`, with or without `compress`/`delaycompress`) leaves beside
     `path`: `path.1`, `path.2.gz`, `path-20261201`, `path-20261201.gz`, `path-2026-12-01-1764633600.xz` …"""
     directory, base = os.path.split(path)
-    pattern = re.compile(rf"^{re.escape(base)}(?:\.(?P<n>\d{{1,6}})|-(?P<date>\d[\d-]{{5,40}}\d)){_COMPRESSED_SUFFIX}$")
+    pattern = re.compile(
+        rf"^{re.escape(base)}(?:\.(?P<n>\d{{1,6}})|[-.](?P<date>\d[\d-]{{5,40}}\d)){_COMPRESSED_SUFFIX}$"
+    )
     found: list[LogFile] = []
     try:
         with os.scandir(directory or ".") as entries:
@@ -457,9 +469,7 @@ def rotated_siblings(path: str, budget: Budget) -> list[LogFile]:
                 m = pattern.match(entry.name)
                 if m is None:
                     continue
-                # .1 is newer than .2; a later date is newer than an earlier one
-                rank = (1, int(m["n"])) if m["n"] is not None else (2, -int(m["date"].replace("-", "")[:30]))
-                found.append(LogFile(os.path.join(directory, entry.name), rank))
+                found.append(LogFile(os.path.join(directory, entry.name), _rank(m)))
     except OSError:
         return []  # the directory itself is unreadable: the current file's own error says so
     return sorted(found, key=lambda f: f.rank)
@@ -479,7 +489,7 @@ def declared_archives(spec: SyslogFilesSpec, known: set[str]) -> list[LogFile]:
         except OSError:
             continue
     extra.sort(key=lambda t: (-t[0], t[1]))
-    return [LogFile(p, (3, i)) for i, (_, p) in enumerate(extra)]
+    return [LogFile(p, (3, i, 0)) for i, (_, p) in enumerate(extra)]
 
 
 def log_files(spec: SyslogFilesSpec, budget: Budget) -> list[LogFile]:
