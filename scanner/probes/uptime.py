@@ -59,6 +59,7 @@ MAX_HOSTS_PER_RUN = 64
 SECONDS_PER_DAY = 86_400
 COUNTER_RANGE = 2**32  # TCP timestamps are 32-bit
 BOUNDING_WRAP_DAYS = 365  # a clock that wraps sooner cannot rule out that the host has run a whole wrap longer
+DAY_DECIMALS = 6  # facts in days keep a millionth of a day (0.09 s): finer than a reading, which is whole seconds
 _CLOCK_CLASS = re.compile(r"^(\d+)HZ$")  # nmap's name for a timestamp clock advancing at a steady rate
 OS_DETECTION_ARGS = ("-O", "--max-os-tries", "1")
 PRIVILEGE_HINT = (
@@ -68,12 +69,17 @@ PRIVILEGE_HINT = (
 
 FACTS: tuple[FactSpec, ...] = (
     FactSpec("uptime.estimated", "bool", "At least one host of the system gave an uptime reading."),
-    FactSpec("uptime.min_days", "float", "The longest uptime the readings prove (a lower bound), in days.", True),
+    FactSpec(
+        "uptime.min_days",
+        "float",
+        "The longest uptime the readings prove (a lower bound), in days, rounded down (6 decimals): an hour is 0.041666.",
+        True,
+    ),
     FactSpec(
         "uptime.max_days",
         "float",
         "The longest uptime of the system's hosts, in days, when the readings bound every host from above "
-        "(every host read, on clocks that wrap no sooner than a year); null otherwise.",
+        "(every host read, on clocks that wrap no sooner than a year), rounded up (6 decimals); null otherwise.",
         True,
     ),
     FactSpec("uptime.longest_host", "str", "The host with the longest reading.", True),
@@ -183,8 +189,25 @@ def why_no_estimate(host: HostUptime) -> str | None:
     return None
 
 
-def _days(seconds: int) -> float:
-    return round(seconds / SECONDS_PER_DAY, 1)
+def days_at_least(seconds: int, decimals: int = DAY_DECIMALS) -> float:
+    """Seconds as days, rounded down: all a lower bound may claim (round() would make 0.05 days 0.1)."""
+    scale: int = 10**decimals
+    return (seconds * scale // SECONDS_PER_DAY) / scale
+
+
+def duration_at_least(seconds: int) -> str:
+    """A reading in words, rounded down like the lower bound it is: "14 min", "5.2 h", "49.7 days"."""
+    if seconds < 3600:
+        return f"{seconds // 60} min"
+    if seconds < 2 * SECONDS_PER_DAY:
+        return f"{seconds * 10 // 3600 / 10:.1f} h"
+    return f"{days_at_least(seconds, 1):.1f} days"
+
+
+def days_at_most(seconds: int, decimals: int = DAY_DECIMALS) -> float:
+    """Seconds as days, rounded up: an upper bound never claims less than the reading."""
+    scale: int = 10**decimals
+    return -(-seconds * scale // SECONDS_PER_DAY) / scale
 
 
 def system_outcome(hosts: Sequence[str], found: Mapping[str, HostUptime], xml_sha256: Sequence[str]) -> ProbeOutcome:
@@ -219,16 +242,17 @@ def system_outcome(hosts: Sequence[str], found: Mapping[str, HostUptime], xml_sh
             seconds = host.seconds or 0
             unbounded.append(
                 f"{address}: its {host.hz} Hz timestamp clock wraps every {wrap:.1f} days, so the reading of "
-                f"{_days(seconds)} days may also be {_days(seconds + round(wrap * SECONDS_PER_DAY))} days or more"
+                f"{duration_at_least(seconds)} may also be "
+                f"{duration_at_least(seconds + int(wrap * SECONDS_PER_DAY))} or more"
             )
         if longest is None or (host.seconds or 0) > (longest.seconds or 0):
             longest = host
-    lower = _days(longest.seconds or 0) if longest is not None else None
+    reading = (longest.seconds or 0) if longest is not None else None
     return ProbeFacts(
         {
             "uptime.estimated": longest is not None,
-            "uptime.min_days": lower,
-            "uptime.max_days": lower if longest is not None and not unbounded else None,
+            "uptime.min_days": days_at_least(reading) if reading is not None else None,
+            "uptime.max_days": days_at_most(reading) if reading is not None and not unbounded else None,
             "uptime.longest_host": longest.address if longest is not None else None,
             "uptime.last_boot": longest.last_boot if longest is not None else None,
             "uptime.unbounded": unbounded,

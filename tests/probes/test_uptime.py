@@ -19,6 +19,7 @@ from scanner.probes.uptime import (
     PRIVILEGE_HINT,
     HostUptime,
     UptimeProbe,
+    days_at_least,
     parse_uptime_xml,
     plan_runs,
     system_outcome,
@@ -72,9 +73,9 @@ def test_a_fast_clock_proves_a_lower_bound_but_no_upper_one() -> None:
     outcome = _outcome(["127.0.0.1"], PLAIN)
     assert isinstance(outcome, ProbeFacts)
     assert outcome.facts["uptime.estimated"] is True
-    assert outcome.facts["uptime.min_days"] == 0.1 and outcome.facts["uptime.max_days"] is None
+    assert outcome.facts["uptime.min_days"] == 0.103854 and outcome.facts["uptime.max_days"] is None  # 8973 s
     assert "1000 Hz timestamp clock wraps every 49.7 days" in outcome.facts["uptime.unbounded"][0]
-    assert "may also be 49.8 days" in outcome.facts["uptime.unbounded"][0]
+    assert "the reading of 2.4 h may also be 49.8 days or more" in outcome.facts["uptime.unbounded"][0]
     assert outcome.facts["uptime.longest_host"] == "127.0.0.1" and outcome.facts["uptime.unestimated"] == []
 
 
@@ -85,6 +86,23 @@ def test_a_slow_clock_bounds_the_uptime() -> None:
     assert outcome.facts["uptime.min_days"] == outcome.facts["uptime.max_days"] == 10.0
     assert outcome.facts["uptime.unbounded"] == []
     assert outcome.facts["uptime.hosts"][0]["wraps_after_days"] == 497.1
+
+
+@pytest.mark.parametrize(
+    ("seconds", "at_least", "at_most"),
+    [
+        (4320, 0.05, 0.05),  # round(…, 1) made this 0.1: more than the reading proves
+        (4321, 0.050011, 0.050012),  # a lower bound is only ever rounded down, an upper bound up
+        (60, 0.000694, 0.000695),  # a host booted a minute ago reads more than nothing
+        (1, 0.000011, 0.000012),
+    ],
+)
+def test_a_lower_bound_is_rounded_down_and_an_upper_bound_up(seconds: int, at_least: float, at_most: float) -> None:
+    slow = _host("127.0.0.5", "100HZ", f'<uptime seconds="{seconds}" lastboot="Mon Nov 23 02:25:29 2026"/>')
+    outcome = _outcome(["127.0.0.5"], slow)
+    assert isinstance(outcome, ProbeFacts)
+    assert (outcome.facts["uptime.min_days"], outcome.facts["uptime.max_days"]) == (at_least, at_most)
+    assert outcome.facts["uptime.min_days"] * 86_400 <= seconds <= outcome.facts["uptime.max_days"] * 86_400
 
 
 def test_randomised_clock_is_no_reading_even_though_nmap_prints_one() -> None:
@@ -234,9 +252,10 @@ def test_live_plain_timestamp_clock_estimates_the_kernels_real_uptime() -> None:
     assert facts["uptime.estimated"] is True
     (host,) = facts["uptime.hosts"]
     assert host["timestamp_clock"] == "1000HZ" and host["wraps_after_days"] == 49.7
-    # The namespace shares the kernel, so the reading is this machine's uptime (nmap reads it a moment earlier).
-    assert abs(host["seconds"] - result["uptime_s"]) < 60
-    assert facts["uptime.min_days"] == round(host["seconds"] / 86_400, 1)
+    # The namespace shares the kernel, so the reading is this machine's uptime (nmap reads it a moment earlier),
+    # modulo the 1000 Hz clock's wrap on a machine up for longer than 49.7 days.
+    assert abs(host["seconds"] - _expected_reading_s(result["uptime_s"])) < 60
+    assert facts["uptime.min_days"] == days_at_least(host["seconds"])
     assert facts["uptime.max_days"] is None  # a 1000 Hz clock wraps every 49.7 days: no upper bound
     (sha,) = facts["uptime.nmap_xml_sha256"]
     assert len(sha) == 64
@@ -272,13 +291,21 @@ def _verdicts(workspace: Path) -> dict[str, tuple[str, str]]:
     return {control: (status, message) for control, status, message in rows}
 
 
+def _expected_reading_s(uptime_s: float) -> float:
+    """What a 1000 Hz 32-bit timestamp clock started at boot reads after `uptime_s` seconds."""
+    return uptime_s % (2**32 / 1000)
+
+
 @needs_netns
 @pytest.mark.parametrize("timestamps", [2, 1])
 def test_live_scan_judges_pat04_end_to_end(tmp_path: Path, timestamps: int) -> None:
-    uptime_days = float(Path("/proc/uptime").read_text().split()[0]) / 86_400
+    """Whatever this machine's uptime (a minute after boot, or months): the reading proves 'longer than half of
+    itself', so a site limit of half the expected reading fails and the shipped PAT-04 cannot pass (1000 Hz clock)."""
+    reading_s = _expected_reading_s(float(Path("/proc/uptime").read_text().split()[0]))
+    limit_days = days_at_least(int(reading_s / 2))
     write_yaml(
         tmp_path / "site-controls" / "uptime.yaml",
-        {"controls": [_pat04_variant("SITE-UP-SHORT", round(uptime_days / 2, 4))]},
+        {"controls": [_pat04_variant("SITE-UP-SHORT", limit_days)]},
     )
     config = make_workspace(
         tmp_path,
@@ -292,6 +319,7 @@ def test_live_scan_judges_pat04_end_to_end(tmp_path: Path, timestamps: int) -> N
         assert verdicts["PAT-04"][0] == "error", verdicts
         assert "not bounded" in verdicts["PAT-04"][1], verdicts
         assert verdicts["SITE-UP-SHORT"][0] == "fail", verdicts
+        assert "uptime.min_days is" in verdicts["SITE-UP-SHORT"][1], verdicts
     else:  # randomised clock: no estimate, so neither control is judged on noise
         assert verdicts["PAT-04"][0] == "not_applicable", verdicts
         assert verdicts["SITE-UP-SHORT"][0] == "not_applicable", verdicts
