@@ -10,6 +10,7 @@ show URLs as scheme://host:port and never contain a secret value.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import smtplib
 import ssl
@@ -93,10 +94,10 @@ def _post(session: requests.Session, url: str, body: dict[str, Any], token: str 
         raise DeliveryError(f"the configured proxy failed: {type(exc).__name__}") from None
     except requests.Timeout:
         raise DeliveryError(f"no answer within {timeout_s:g}s") from None
-    except requests.ConnectionError as exc:
-        raise DeliveryError(f"cannot connect ({str(exc)[:300]})") from None
+    except requests.ConnectionError as exc:  # scrubbed before it is cut short: a cut URL would not match
+        raise DeliveryError(f"cannot connect ({scrub(str(exc), [url], [token])[:300]})") from None
     except requests.RequestException as exc:
-        raise DeliveryError(f"{type(exc).__name__}: {str(exc)[:300]}") from None
+        raise DeliveryError(f"{type(exc).__name__}: {scrub(str(exc), [url], [token])[:300]}") from None
     with resp:
         status = resp.status_code
     if 300 <= status < 400:
@@ -152,7 +153,8 @@ def _mail(notices: list[Notice], smtp: SmtpConfig, timeout_s: float, ca_bundle: 
         if user is not None and password is not None:
             client.login(user, password)
         client.send_message(_message(notices, smtp))
-        client.quit()
+        with contextlib.suppress(OSError):  # SMTPException too: the mail was accepted, a lost goodbye must not
+            client.quit()  # make it count as undelivered (and be sent twice)
     except ssl.SSLCertVerificationError as exc:
         raise DeliveryError(
             f"the server's certificate is not trusted ({exc.verify_message}); no login, nothing sent"

@@ -396,7 +396,9 @@ class SmtpLog:
 class SmtpServer:
     """A small ESMTP server on 127.0.0.1: STARTTLS (or implicit TLS) with the given certificate, AUTH PLAIN."""
 
-    def __init__(self, context: ssl.SSLContext, *, implicit: bool = False, offer_starttls: bool = True) -> None:
+    def __init__(
+        self, context: ssl.SSLContext, *, implicit: bool = False, offer_starttls: bool = True, accept_login: bool = True
+    ) -> None:
         self.log = SmtpLog()
         log = self.log
 
@@ -432,7 +434,8 @@ class SmtpServer:
                     elif verb == "AUTH":
                         _, user, password = base64.b64decode(text.split()[2]).split(b"\0")
                         log.logins.append((tls, user.decode(), password.decode()))
-                        sock.sendall(b"235 ok\r\n")
+                        # a server that echoes what it was given would put the password in the error text
+                        sock.sendall(b"235 ok\r\n" if accept_login else b"535 bad credentials " + password + b"\r\n")
                     elif verb == "DATA":
                         sock.sendall(b"354 go ahead\r\n")
                         body: list[bytes] = []
@@ -554,3 +557,14 @@ def test_a_login_without_tls_is_refused_at_send_time_too(
     assert server.log.commands == []  # not even connected
     allowed = send_notices(engine, smtp_config(server.port, None, allow_plaintext_login=True), NOW)
     assert allowed.errors == [] and server.log.logins == [(False, SMTP_USER, SMTP_PASSWORD)]
+
+
+@pytest.mark.usefixtures("credentials")
+def test_a_refused_login_reports_the_code_and_no_secret(
+    pki: LabPKI, engine: Engine, smtp_servers: list[SmtpServer]
+) -> None:
+    server = SmtpServer(server_context(pki, "127.0.0.1"), accept_login=False)
+    smtp_servers.append(server)
+    report = send_notices(engine, smtp_config(server.port, pki.ca_bundle, starttls=True), NOW)
+    assert report.sent == [] and report.errors == [f"smtp 127.0.0.1:{server.port}: login refused (SMTP 535)"]
+    assert server.log.logins == [(True, SMTP_USER, SMTP_PASSWORD)] and server.log.mails == []
