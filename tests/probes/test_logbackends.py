@@ -312,6 +312,22 @@ def test_gzip_bomb_is_bounded_in_time_and_memory(tmp_path: Path) -> None:
     assert fresh.facts["log.oldest_event_in"] == str(tmp_path / "audit.log.2.gz")
 
 
+def test_archive_over_the_cap_is_read_in_part_and_named(tmp_path: Path) -> None:
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    current = tmp_path / "audit.log"
+    current.write_text(line5424(now - dt.timedelta(minutes=1)) + "\n")
+    _gz(tmp_path / "audit.log.1.gz", [line5424(now - dt.timedelta(days=1, seconds=s)) for s in range(5000, 0, -1)])
+    outcome = gather(spec(current, max_archive_bytes=65536))
+    assert isinstance(outcome, ProbeFacts), outcome
+    f = outcome.facts
+    assert f["log.latest_event_in"] == str(current) and f["log.sample.size"] == 20
+    assert f["log.files_unread"] == [
+        f"{tmp_path / 'audit.log.1.gz'}: only the first 65536 bytes decompressed (max_archive_bytes): "
+        "its last events were not read"
+    ]
+    assert f["log.oldest_event"] == iso(now - dt.timedelta(days=1, seconds=5000))  # its head was read all the same
+
+
 def test_slow_read_is_cut_at_the_time_budget(tmp_path: Path) -> None:
     """Decompressing a GiB takes far longer than a 50 ms budget: the read stops there, as a timeout error."""
     current = tmp_path / "audit.log"

@@ -529,6 +529,8 @@ def read_snapshot(spec: SyslogFilesSpec, budget: Budget) -> LogSnapshot:
     current_size = 0
     for index, log in enumerate(files):
         if index > 0 and budget.expired():
+            if found.latest is None:
+                budget.check(log.path)  # the newest event is still unknown: a timeout, not an empty log
             unread.append(f"{log.path} and {len(files) - index - 1} older file(s): time budget spent")
             break
         needed = not found.full(spec.sample_size)
@@ -592,7 +594,7 @@ def _read_newest(opened: Opened, log: LogFile, spec: SyslogFilesSpec, budget: Bu
         detail = f"{log.path}: only the first {spec.max_archive_bytes} bytes decompressed (max_archive_bytes)"
         if found.latest is None:
             raise Unreadable(ProbeErrorReason.FILE, f"{detail}, and no event before that")
-        return f"{detail}: its newest event may be newer than shown"
+        return f"{detail}: its last events were not read"
     return None
 
 
