@@ -7,8 +7,15 @@ message ("tls.protocols has TLSv1.0, TLSv1.1; must have none of SSLv2, SSLv3, TL
 
     all: [ ... ]          every child holds          any: [ ... ]   at least one child holds
     not: { ... }          the child does not hold
-    {fact: NAME, [of: TRANSFORM,] OPERATOR: OPERAND, [explain: TEXT (may name {fact.name} / {params.name})]}
-                          a comparison; OPERAND may be {param: NAME}; `explain` replaces the generated reason
+    {fact: NAME, [of: TRANSFORM,] OPERATOR: OPERAND}
+                          a comparison; OPERAND may be {param: NAME}
+
+Any node (a comparison, or a mapping holding all:/any:/not:) may carry the author's words:
+    explain: TEXT         why it fails, replacing the generated reason (inside `not`, why the `not` fails)
+    unknown: TEXT         why it cannot be decided (a fact it needs is unknown: the verdict is `error`)
+TEXT may name {fact.name} and {params.name}; in a comparison also {value} (the compared value, after `of:`,
+formatted as it was compared), {limit} (the operand) and {offending} (the items that broke a none_of,
+all_of or none_match).
 """
 
 from __future__ import annotations
@@ -57,6 +64,9 @@ class Outcome:
     # The result rests on a fact that is unknown: neither true nor false. `not` and `any` keep it unknown
     # (so "not (unknown)" can never become a pass), and the verdict is `error` (could not assess).
     unknown: bool = False
+    # The reasons are the author's words (explain/unknown), not generated from fact names: when an `any` fails,
+    # the author's words of its children are what it says.
+    authored: bool = False
 
 
 @dataclass(frozen=True)
@@ -70,13 +80,40 @@ def _fmt(value: Any, limit: int = 8) -> str:
         more = f", … (+{len(value) - limit})" if len(value) > limit else ""
         return ("[" + ", ".join(items) + more + "]") if items else "none"
     if isinstance(value, float):
-        return f"{value:.1f}"
+        return _number(value, 1)
     if value is None:
         return "unknown"
     if isinstance(value, bool):
         return "true" if value else "false"
     text = str(value)
     return text if len(text) <= 120 else text[:117] + "…"
+
+
+def _number(value: float, decimals: int) -> str:
+    """A float with at most `decimals` decimals and no trailing zeros: 30.0 → "30", 2.50 → "2.5"."""
+    if not math.isfinite(value):
+        return str(value)
+    text = f"{value:.{decimals}f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text == "-0" else text
+
+
+def _fmt_compared(value: Any, operand: Any, check: Callable[[Any, Any], bool], ok: bool) -> str:
+    """A compared number shown with just enough decimals that the shown value compares as the real one did.
+
+    29.96 against "at least 30" fails; shown with one decimal it would read "30.0; must be at least 30"."""
+    if isinstance(value, float) and math.isfinite(value) and not isinstance(operand, bool):
+        for decimals in range(0, 7):
+            shown = round(value, decimals)
+            try:
+                same = check(shown, operand) == ok
+            except (AssertionRuntimeError, TypeError, ValueError):
+                break
+            if same and (decimals > 0 or shown == value or abs(value) >= 10):
+                return _number(shown, decimals)
+        return _number(value, 6)
+    return _fmt(value)
 
 
 # ---- transforms (`of:`) -------------------------------------------------------------------------
@@ -204,17 +241,46 @@ OPERATORS: dict[str, Operator] = {
 # ---- nodes --------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Words:
+    """The author's sentences for a node: why it fails (`explain`) and why it cannot be decided (`unknown`)."""
+
+    explain: str | None = None
+    unknown: str | None = None
+
+
+NO_WORDS = Words()
+
+
 class Node:
+    words: Words = NO_WORDS
+
     def evaluate(self, ctx: EvalContext) -> Outcome:
         raise NotImplementedError  # abstract; every concrete node overrides it
 
     def fact_names(self) -> set[str]:
         raise NotImplementedError  # abstract; every concrete node overrides it
 
+    def _worded(self, r: Outcome, ctx: EvalContext) -> Outcome:
+        """A failed or undecided outcome in the author's words, when this node has them."""
+        text = self.words.unknown if r.unknown else self.words.explain
+        if r.ok or text is None:
+            return r
+        return Outcome(False, (render_message(text, ctx, ()),), r.unknown, authored=True)
+
+    def _words_fact_names(self) -> set[str]:
+        return {
+            n
+            for text in (self.words.explain, self.words.unknown)
+            for n in placeholders(text or "")
+            if not n.startswith("params.") and n not in _LEAF_NAMES
+        }
+
 
 @dataclass(frozen=True)
 class AllNode(Node):
     children: tuple[Node, ...]
+    words: Words = NO_WORDS
 
     def evaluate(self, ctx: EvalContext) -> Outcome:
         # Stops at the first child that fails, so authors order children from precondition to detail and the
@@ -223,17 +289,18 @@ class AllNode(Node):
         for child in self.children:
             r = child.evaluate(ctx)
             if not r.ok:
-                return r
+                return self._worded(r, ctx)
             held.extend(r.reasons)
         return Outcome(True, tuple(held))
 
     def fact_names(self) -> set[str]:
-        return set().union(*(c.fact_names() for c in self.children))
+        return set().union(*(c.fact_names() for c in self.children)) | self._words_fact_names()
 
 
 @dataclass(frozen=True)
 class AnyNode(Node):
     children: tuple[Node, ...]
+    words: Words = NO_WORDS
 
     def evaluate(self, ctx: EvalContext) -> Outcome:
         results = [c.evaluate(ctx) for c in self.children]
@@ -241,24 +308,47 @@ class AnyNode(Node):
             if r.ok:
                 return r
         unknown = any(r.unknown for r in results)
-        return Outcome(False, (" or ".join("; ".join(r.reasons) for r in results),), unknown)
+        # Undecided: what could not be decided is the reason (a child that plainly failed says nothing more).
+        shown = [r for r in results if r.unknown] if unknown else results
+        shown = [r for r in shown if r.authored] or shown
+        reasons = list(dict.fromkeys("; ".join(r.reasons) for r in shown))
+        authored = all(r.authored for r in shown)
+        return self._worded(Outcome(False, ("; and ".join(reasons),), unknown, authored), ctx)
 
     def fact_names(self) -> set[str]:
-        return set().union(*(c.fact_names() for c in self.children))
+        return set().union(*(c.fact_names() for c in self.children)) | self._words_fact_names()
 
 
 @dataclass(frozen=True)
 class NotNode(Node):
     child: Node
+    words: Words = NO_WORDS
 
     def evaluate(self, ctx: EvalContext) -> Outcome:
         r = self.child.evaluate(ctx)
         if r.unknown:
-            return r
-        return Outcome(not r.ok, tuple(f"not ({reason})" for reason in r.reasons))
+            return self._worded(r, ctx)
+        if not r.ok:
+            return Outcome(True, tuple(f"not ({reason})" for reason in r.reasons))
+        # The child holds, so the `not` fails: the author's words for that are the `not`'s own explain, or the
+        # explain written on its child (an author writing `not: {…, explain: …}` means this failure).
+        text = self.words.explain or self.child.words.explain
+        if text is not None:
+            return Outcome(False, (self._render_child_words(text, ctx),), authored=True)
+        return Outcome(False, tuple(f"it must not be that {reason}" for reason in r.reasons))
+
+    def _render_child_words(self, text: str, ctx: EvalContext) -> str:
+        if isinstance(self.child, Leaf) and text is self.child.words.explain:
+            return self.child.render(text, ctx)
+        return render_message(text, ctx, ())
 
     def fact_names(self) -> set[str]:
-        return self.child.fact_names()
+        return self.child.fact_names() | self._words_fact_names()
+
+
+_LEAF_NAMES = frozenset(
+    {"value", "limit", "offending"}
+)  # placeholders a comparison's words may use besides facts and params
 
 
 @dataclass(frozen=True)
@@ -267,7 +357,7 @@ class Leaf(Node):
     op: str
     operand: Any  # literal, compiled regex, or ParamRef
     transform: str | None = None
-    explain: str | None = None  # the author's words for a failure, instead of the generated reason
+    words: Words = NO_WORDS
 
     def _operand(self, ctx: EvalContext) -> Any:
         if isinstance(self.operand, ParamRef):
@@ -275,6 +365,33 @@ class Leaf(Node):
                 raise AssertionRuntimeError(f"parameter '{self.operand.name}' has no value")
             return ctx.params[self.operand.name]
         return self.operand
+
+    def _value(self, ctx: EvalContext) -> Any:
+        raw = ctx.facts.get(self.fact)
+        return TRANSFORMS[self.transform](raw, ctx.now) if self.transform and raw is not None else raw
+
+    def render(self, text: str, ctx: EvalContext) -> str:
+        """The author's words with {value} and {limit} (as compared) besides {fact.name} / {params.name}."""
+        operand = self._operand(ctx)
+        shown_operand = operand.pattern if isinstance(operand, SafePattern) else operand
+        extra: dict[str, str] = {"limit": _fmt(shown_operand)}
+        offenders = OPERATORS[self.op].offenders
+        if "{offending}" in text:
+            value = self._value(ctx)
+            extra["offending"] = _fmt(offenders(value, operand) if offenders and isinstance(value, list) else value)
+        if "{value}" in text:
+            value = self._value(ctx)
+            if self.op == "exists" or value is None:
+                extra["value"] = _fmt(value)
+            else:
+                check = OPERATORS[self.op].check
+                try:
+                    ok = check(value, operand)
+                except (AssertionRuntimeError, TypeError, ValueError):
+                    extra["value"] = _fmt(value)
+                else:
+                    extra["value"] = _fmt_compared(value, operand, check, ok)
+        return render_message(text, ctx, (), extra)
 
     def evaluate(self, ctx: EvalContext) -> Outcome:
         operator = OPERATORS[self.op]
@@ -284,39 +401,32 @@ class Leaf(Node):
         shown_operand = operand.pattern if isinstance(operand, SafePattern) else operand
         if self.op == "exists":
             ok = operator.check(raw, operand)
-            state = "known" if raw is not None else "unknown"
-            return Outcome(ok, (self._explained(ctx) if self.explain and not ok else f"{label} is {state}",))
+            state = "known" if raw is not None else "not known"
+            if not ok and self.words.explain:
+                return Outcome(False, (self.render(self.words.explain, ctx),), authored=True)
+            return Outcome(ok, (f"{label} is {state}",))
         if raw is None:
-            # Fail closed: an unknown fact never satisfies a comparison.
-            return Outcome(
-                False,
-                (
-                    self._explained(ctx)
-                    if self.explain
-                    else f"{label} is unknown; {operator.words} {_fmt(shown_operand)}",
-                ),
-                unknown=True,
-            )
+            # Fail closed: an unknown fact never satisfies a comparison; the verdict is could-not-assess.
+            if self.words.unknown:
+                return Outcome(False, (self.render(self.words.unknown, ctx),), unknown=True, authored=True)
+            return Outcome(False, (f"{label} is not known (it {operator.words} {_fmt(shown_operand)})",), unknown=True)
         value = TRANSFORMS[self.transform](raw, ctx.now) if self.transform else raw
         try:
             ok = operator.check(value, operand)
         except (TypeError, ValueError) as exc:
             raise AssertionRuntimeError(f"{label}: {exc}") from None
         if ok:
-            return Outcome(True, (f"{label} is {_fmt(value)}",))
-        if self.explain:
-            return Outcome(False, (self._explained(ctx),))
-        shown = operator.offenders(value, operand) if operator.offenders else value
-        verb = "has" if operator.offenders else "is"
-        return Outcome(False, (f"{label} {verb} {_fmt(shown)}; {operator.words} {_fmt(shown_operand)}",))
+            return Outcome(True, (f"{label} is {_fmt_compared(value, operand, operator.check, ok)}",))
+        if self.words.explain:
+            return Outcome(False, (self.render(self.words.explain, ctx),), authored=True)
+        if operator.offenders:
+            shown = _fmt(operator.offenders(value, operand))
+            return Outcome(False, (f"{label} has {shown}; {operator.words} {_fmt(shown_operand)}",))
+        shown = _fmt_compared(value, operand, operator.check, ok)
+        return Outcome(False, (f"{label} is {shown}; {operator.words} {_fmt(shown_operand)}",))
 
     def fact_names(self) -> set[str]:
-        named = {n for n in placeholders(self.explain or "") if not n.startswith("params.") and n != "reasons"}
-        return {self.fact} | named
-
-    def _explained(self, ctx: EvalContext) -> str:
-        """The author's `explain`, with any {fact.name} / {params.name} in it filled in."""
-        return render_message(self.explain or "", ctx, ())
+        return {self.fact} | self._words_fact_names()
 
 
 # ---- compiler -----------------------------------------------------------------------------------
@@ -336,20 +446,61 @@ def compile_assertion(
         raise AssertionSyntaxError(path, "an assertion must be a mapping", "use all:, any:, not: or {fact: …, op: …}")
     branch = [k for k in data if k in _BRANCHES]
     if branch:
-        if len(data) != 1:
-            raise AssertionSyntaxError(path, f"'{branch[0]}' must stand alone in its mapping", "nest it in all: [...]")
+        extra = [k for k in data if k not in _WORDS]
+        if len(extra) != 1:
+            raise AssertionSyntaxError(
+                path,
+                f"'{branch[0]}' must stand alone in its mapping (besides explain:/unknown:)",
+                "nest it in all: [...]",
+            )
         key = branch[0]
         value = data[key]
+        words = _compile_words(data, known_facts, params, path, leaf=False)
         if key == "not":
-            return NotNode(compile_assertion(value, known_facts=known_facts, params=params, path=(*path, "not")))
+            child = compile_assertion(value, known_facts=known_facts, params=params, path=(*path, "not"))
+            return NotNode(child, words)
         if not isinstance(value, list) or not value:
             raise AssertionSyntaxError((*path, key), f"'{key}' needs a non-empty list of assertions")
         children = tuple(
             compile_assertion(item, known_facts=known_facts, params=params, path=(*path, key, i))
             for i, item in enumerate(value)
         )
-        return AllNode(children) if key == "all" else AnyNode(children)
+        return AllNode(children, words) if key == "all" else AnyNode(children, words)
     return _compile_leaf(data, known_facts, params, path)
+
+
+_WORDS = ("explain", "unknown")
+
+
+def _compile_words(
+    data: dict[str, Any],
+    known_facts: Collection[str] | None,
+    params: Mapping[str, Any] | None,
+    path: PathKey,
+    leaf: bool,
+) -> Words:
+    texts: dict[str, str] = {}
+    for key in _WORDS:
+        text = data.get(key)
+        if text is None:
+            continue
+        if not isinstance(text, str) or not text.strip():
+            raise AssertionSyntaxError((*path, key), f"'{key}' must be a sentence")
+        for name in sorted(placeholders(text)):
+            if name.startswith("params."):
+                known = params is None or name.removeprefix("params.") in params
+            elif name in _LEAF_NAMES:
+                known = leaf
+            else:
+                known = known_facts is None or name in known_facts
+            if not known:
+                raise AssertionSyntaxError(
+                    (*path, key),
+                    f"{key} refers to unknown {name!r}",
+                    "use {fact.name} or {params.name}" + (", {value} or {limit}" if leaf else ""),
+                )
+        texts[key] = text
+    return Words(texts.get("explain"), texts.get("unknown"))
 
 
 def _compile_leaf(
@@ -374,19 +525,8 @@ def _compile_leaf(
         raise AssertionSyntaxError(
             (*path, "of"), f"unknown transform '{transform}'", f"use one of {sorted(TRANSFORMS)}"
         )
-    explain = data.get("explain")
-    if explain is not None and not isinstance(explain, str):
-        raise AssertionSyntaxError((*path, "explain"), "'explain' must be a sentence")
-    for name in sorted(placeholders(explain or "")):
-        if name.startswith("params."):
-            known = params is None or name.removeprefix("params.") in params
-        else:
-            known = known_facts is None or name in known_facts
-        if not known:
-            raise AssertionSyntaxError(
-                (*path, "explain"), f"explain refers to unknown {name!r}", "use {fact.name} or {params.name}"
-            )
-    ops = [k for k in data if k not in ("fact", "of", "explain")]
+    words = _compile_words(data, known_facts, params, path, leaf=True)
+    ops = [k for k in data if k not in ("fact", "of", *_WORDS)]
     unknown = [k for k in ops if k not in OPERATORS]
     if unknown:
         raise AssertionSyntaxError(
@@ -398,7 +538,7 @@ def _compile_leaf(
         )
     op = ops[0]
     operand = _compile_operand(op, data[op], params, (*path, op))
-    return Leaf(fact=fact, op=op, operand=operand, transform=transform, explain=explain)
+    return Leaf(fact=fact, op=op, operand=operand, transform=transform, words=words)
 
 
 def _compile_operand(op: str, raw: Any, params: Mapping[str, Any] | None, path: PathKey) -> Any:
@@ -436,6 +576,8 @@ def _compile_operand(op: str, raw: Any, params: Mapping[str, Any] | None, path: 
 
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z0-9_.\-]+)\}")
+# An optional part of a message: "[…]" is left out when a fact it names is unknown; "[…|…]" then says the second.
+_SECTION = re.compile(r"\[([^\[\]|]*)(?:\|([^\[\]]*))?\]")
 
 
 def placeholders(template: str) -> set[str]:
@@ -443,18 +585,40 @@ def placeholders(template: str) -> set[str]:
     return set(_PLACEHOLDER.findall(template))
 
 
-def render_message(template: str, ctx: EvalContext, reasons: Sequence[str]) -> str:
-    """Fill `{fact.name}`, `{params.name}` and `{reasons}` in a control's message; nothing else is evaluated."""
+def render_message(
+    template: str, ctx: EvalContext, reasons: Sequence[str], extra: Mapping[str, str] | None = None
+) -> str:
+    """Fill `{fact.name}`, `{params.name}` and `{reasons}` in a control's message; nothing else is evaluated.
+
+    A part in square brackets is kept only when every fact it names is known: "[; smallest DH group
+    {tls.min_dh_bits} bits|; no DHE suites offered]" says the second text when tls.min_dh_bits is unknown."""
+    extra = extra or {}
 
     def sub(m: re.Match[str]) -> str:
         name = m.group(1)
         if name == "reasons":
             return "; ".join(reasons)
+        if name in extra:
+            return extra[name]
         if name.startswith("params."):
             key = name.removeprefix("params.")
             return _fmt(ctx.params[key]) if key in ctx.params else m.group(0)
-        if name in ctx.facts:
-            return _fmt(ctx.facts[name])
+        if name in ctx.facts or "." in name:  # names are checked at load: a documented fact not recorded is unknown
+            return _fmt(ctx.facts.get(name))
         return m.group(0)
 
-    return _PLACEHOLDER.sub(sub, template)
+    def section(m: re.Match[str]) -> str:
+        body, otherwise = m.group(1), m.group(2) or ""
+        names = [n for n in placeholders(body) if n != "reasons" and n not in extra and not n.startswith("params.")]
+        chosen = body if all(ctx.facts.get(n) is not None for n in names) else otherwise
+        return _PLACEHOLDER.sub(sub, chosen)
+
+    # One pass over the template: a filled-in value (target text) is never read as a template again.
+    parts: list[str] = []
+    pos = 0
+    for m in _SECTION.finditer(template):
+        parts.append(_PLACEHOLDER.sub(sub, template[pos : m.start()]))
+        parts.append(section(m))
+        pos = m.end()
+    parts.append(_PLACEHOLDER.sub(sub, template[pos:]))
+    return "".join(parts)

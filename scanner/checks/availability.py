@@ -16,6 +16,16 @@ def _pct(value: float) -> str:
     return f"{value:.3f}".rstrip("0").rstrip(".") + " %"
 
 
+def _duration(seconds: float) -> str:
+    """A duration as people say it: 45 s, 10 min, 7.2 h (no "0.0 min", no "10.0 min")."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    minutes = seconds / 60
+    if minutes < 120:
+        return f"{minutes:.1f}".rstrip("0").rstrip(".") + " min"
+    return f"{minutes / 60:.1f}".rstrip("0").rstrip(".") + " h"
+
+
 def sla_verdict(lower: float | None, upper: float | None, coverage: float | None, target: float | None) -> CheckResult:
     """pass if lower ≥ target; fail if upper < target; otherwise inconclusive (the unknown time decides)."""
     if target is None:
@@ -58,11 +68,17 @@ def _sla_window(facts: Mapping[str, Any], params: Mapping[str, Any], now: dateti
     extra: list[str] = []
     outages = facts.get("sla.outage_count") or 0
     if outages and result.status is None:
-        longest = float(facts.get("sla.longest_outage_seconds") or 0) / 60
-        extra.append(f"{outages} outage(s) in {facts.get('sla.window')}, longest {longest:.1f} min")
+        window = facts.get("sla.window")
+        within = f" in the last {window}" if window else ""
+        longest = facts.get("sla.longest_outage_seconds")
+        if isinstance(longest, int | float) and not isinstance(longest, bool):
+            extra.append(f"{outages} outage(s){within}, the longest {_duration(float(longest))}")
+        else:
+            extra.append(f"{outages} outage(s){within}")
     if basis == "service":
         n = facts.get("sla.instances_declared")
-        extra.append(f"service of {n} instances: up while any answers, down only while all are down")
+        of = f"{n} instances" if isinstance(n, int) else "its instances"
+        extra.append(f"judged as a service of {of}: up while any answers, down only while all are down")
     return CheckResult(result.ok, (*result.reasons, *extra), result.status) if extra else result
 
 
@@ -74,15 +90,20 @@ def _latency_p95(facts: Mapping[str, Any], params: Mapping[str, Any], now: datet
         return CheckResult(
             False, ("no latency budget declared (availability.latency_budget_ms)",), Status.NOT_APPLICABLE
         )
-    if n < int(params["min_samples"]) or low is None:
+    if n < int(params["min_samples"]):
         return CheckResult(False, (f"inconclusive: {n} latency sample(s), need {params['min_samples']}",), Status.ERROR)
+    if low is None:
+        return CheckResult(False, (f"inconclusive: no p95 latency could be computed from {n} samples",), Status.ERROR)
     if high is not None and high <= budget:
         return CheckResult(True, (f"p95 latency ≤ {high:g} ms within budget {budget} ms ({n} samples)",))
     if low >= budget:
-        shown = f"> {low:g} ms" if high is None else f"in ({low:g}, {high:g}] ms"
-        return CheckResult(False, (f"p95 latency {shown} exceeds budget {budget} ms ({n} samples)",))
+        shown = f"above {low:g} ms" if high is None else f"between {low:g} and {high:g} ms"
+        return CheckResult(False, (f"p95 latency is {shown}, over the budget of {budget} ms ({n} samples)",))
+    shown = f"above {low:g} ms" if high is None else f"between {low:g} and {high:g} ms"
     return CheckResult(
-        False, (f"inconclusive: p95 latency is in ({low:g}, {high}] ms, budget {budget} ms lies inside",), Status.ERROR
+        False,
+        (f"inconclusive: p95 latency is {shown} and the budget of {budget} ms lies in that range ({n} samples)",),
+        Status.ERROR,
     )
 
 

@@ -3,6 +3,12 @@
 They judge the `patch.*`, `software.*` and `versiondata.*` facts of the service probe. A version read
 from a distribution banner (``OpenSSH_8.9p1 Ubuntu-3ubuntu0.6``) may carry back-ported fixes, so these
 checks never *fail* a patch-level judgement on one: they say exactly what the inventory must declare.
+
+One rule for a service whose product or version is not visible (no banner, ``Server: Apache`` without a
+version, a fragile system that gets no version probes, a product hcscan has no data on): it is `error` (could not
+assess), saying what was seen and that the software should be declared under ``software:`` — never
+`not_applicable`, because a hidden version is an evidence gap, not the absence of software. Once the system
+declares its software, PAT-03 judges the declaration and these endpoint controls are `not_applicable` here.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ _PATCH_FACTS = frozenset(
         "patch.distro_marker",
         "patch.distro_eol",
         "patch.declared_package",
+        "patch.system_software",
         "patch.data_version",
         "patch.data_as_of",
     }
@@ -78,7 +85,9 @@ def _eol_unreadable(eol: Any) -> bool:
 
 
 def _label(facts: Mapping[str, Any]) -> str:
-    return f"{facts.get('patch.product_name')} {facts.get('patch.version')}"
+    name = facts.get("patch.product_name") or facts.get("patch.product_id") or "the service"
+    version = facts.get("patch.version")
+    return f"{name} {version}" if version else str(name)
 
 
 def _evidence_note(facts: Mapping[str, Any]) -> str:
@@ -86,18 +95,50 @@ def _evidence_note(facts: Mapping[str, Any]) -> str:
         str(facts.get("patch.matched_by")), "fingerprint"
     )
     kind = "distribution banner" if facts.get("patch.evidence") == "distribution_banner" else "upstream banner"
-    return f"[{kind} via {how}: {facts.get('patch.source_text')!s:.80}; data {facts.get('patch.data_version')}]"
+    source = facts.get("patch.source_text")
+    seen = f": {source!s:.80}" if source else ""
+    data = facts.get("patch.data_version")
+    return f"[{kind} via {how}{seen}" + (f"; data {data}]" if data else "]")
+
+
+DECLARE = "declare it under `software:` in the inventory (product and version; PAT-03 then judges it)"
+
+
+def _not_visible(
+    seen: str, facts: Mapping[str, Any], hint: str = DECLARE, lead: str = "the product or version is not visible"
+) -> CheckResult:
+    """Product or version not visible: could not assess, unless the system declares its software (PAT-03)."""
+    declared = facts.get("patch.system_software")
+    if isinstance(declared, list) and declared:
+        names = ", ".join(str(d) for d in declared[:5]) + (", …" if len(declared) > 5 else "")
+        return _na(f"{seen}; the system declares its software ({names}), which PAT-03 judges")
+    return _error(f"{lead} ({seen}); {hint}")
 
 
 def _identified(facts: Mapping[str, Any]) -> CheckResult | None:
-    """The NA/error result when there is nothing (or not enough) to judge; None when judging can go on."""
+    """The error/NA result when there is nothing (or not enough) to judge; None when judging can go on."""
+    reason = facts.get("patch.unidentified_reason")
     if facts.get("service.version_probed") is False:
-        return _na("fragile system: no version probes are sent; declare its software in the inventory (PAT-03)")
+        return _not_visible("fragile system: no version probes are sent", facts)
     if facts.get("patch.product_id") is None:
-        reason = facts.get("patch.unidentified_reason") or "no product was fingerprinted"
-        return _na(f"{reason}; nothing for this control to judge (declare the software for PAT-03)")
-    if facts.get("patch.version") is None or facts.get("patch.cycle") is None:
-        return _error(str(facts.get("patch.unidentified_reason") or "the version could not be determined"))
+        seen = str(reason or "nothing on this port names a product or version")
+        if "not in hcscan's version data" in seen:
+            hint = "declare it under `software:` in the inventory with the vendor's eol and latest (PAT-03 judges it)"
+            return _not_visible(seen, facts, hint, "hcscan has no version data on this product")
+        return _not_visible(seen, facts)
+    if facts.get("patch.version") is None:
+        declared = facts.get("patch.declared_package")
+        if isinstance(declared, dict) and declared.get("version"):
+            return _na(
+                f"{_label(facts)} shows no version here; the declared {declared.get('product')} "
+                f"{declared.get('version')} is judged by PAT-03"
+            )
+        return _not_visible(str(reason or f"{_label(facts)} recognised, but it shows no version"), facts)
+    if facts.get("patch.cycle") is None:
+        return _error(
+            f"{reason or _label(facts) + ': its release cycle is not in the version data'}; update the version "
+            "data (`hcscan data import`) or declare the software under `software:` with the vendor's eol and latest"
+        )
     return None
 
 
@@ -137,7 +178,8 @@ def lifecycle(facts: Mapping[str, Any], params: Mapping[str, Any], now: datetime
     until = (
         f"supported until {eol}"
         if _date(eol)
-        else f"no end of life announced (data as of {facts.get('patch.data_as_of')})"
+        else "no end of life announced"
+        + (f" (data as of {facts.get('patch.data_as_of')})" if facts.get("patch.data_as_of") else "")
     )
     extra = f"; {distro} {release} supported until {facts.get('patch.distro_eol')}" if distro_ended is False else ""
     return CheckResult(True, (f"{label}: cycle {cycle} {until}{extra} {note}",))
@@ -169,10 +211,13 @@ def patch_level(facts: Mapping[str, Any], params: Mapping[str, Any], now: dateti
         return _error(f"{label}: the newest release of cycle {facts.get('patch.cycle')} is not in the version data")
     if behind is False:
         return CheckResult(True, (f"{label} is at or above {latest}, the newest release of its cycle known {note}",))
+    newest = f"{latest}" if latest else "the newest release of its cycle"
     if latest_date is None:
-        return CheckResult(False, (f"{label} is behind {latest} (release date unknown) {note}",))
+        return CheckResult(
+            False, (f"{label} is behind {newest}, whose release date is not in the version data {note}",)
+        )
     lag = (today - latest_date).days
-    text = f"{label} is behind {latest}, released {latest_date} ({lag} days ago); policy allows {max_lag} days"
+    text = f"{label} is behind {newest}, released {latest_date} ({lag} days ago); policy allows {max_lag} days"
     return CheckResult(lag <= max_lag, (f"{text} {note}",))
 
 
@@ -219,7 +264,9 @@ def declared_software(facts: Mapping[str, Any], params: Mapping[str, Any], now: 
             continue
         behind, latest_date = item.get("behind_latest"), _date(item.get("cycle_latest_date"))
         if behind is None:  # not knowing whether it is behind is not "patched"
-            unknown.append(f"{label}: whether it is behind the newest release of its cycle is unknown")
+            unknown.append(
+                f"{label}: the version data cannot tell whether it is behind the newest release of its cycle"
+            )
             continue
         if behind and latest_date is None:
             problems.append(f"{label} is behind {item.get('cycle_latest')}, whose release date is unknown")
@@ -243,9 +290,10 @@ def version_data_age(facts: Mapping[str, Any], params: Mapping[str, Any], now: d
     generated = _date(facts.get("versiondata.generated"))
     max_age = facts.get("versiondata.max_age_days")
     if generated is None or not isinstance(max_age, int):
-        return _error("the version data's date or the configured maximum age is unknown")
+        return _error("the version data carries no date, or no maximum age is configured for it")
     age = (now.date() - generated).days
-    text = f"version data {facts.get('versiondata.data_version')} is from {generated} ({age} days old)"
+    version = facts.get("versiondata.data_version")
+    text = f"the version data{f' {version}' if version else ''} is from {generated} ({age} days old)"
     if age > max_age:
         return CheckResult(False, (f"{text}; maximum age is {max_age} days — run `hcscan data import`",))
     return CheckResult(True, (f"{text}; maximum age is {max_age} days",))

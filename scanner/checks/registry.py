@@ -43,30 +43,38 @@ def _key_strength(facts: Mapping[str, Any], params: Mapping[str, Any], now: date
     bits = facts.get("tls.leaf.key_bits")
     sig = facts.get("tls.leaf.signature_hash")
     problems: list[str] = []
+    unseen: list[str] = []  # what the probe did not record: could not assess, never a pass or a fail
+    if facts.get("tls.offered") is False:  # as TLS-01..05 say: a TLS endpoint without TLS fails
+        return CheckResult(False, ("no TLS handshake succeeded on an endpoint declared as TLS",))
     if key_type is None:
-        return CheckResult(False, ("no certificate key to judge",))
+        return CheckResult(False, ("no certificate was received, so its key cannot be judged",), Status.ERROR)
     minimum = {"RSA": params["min_rsa_bits"], "DSA": params["min_rsa_bits"], "EC": params["min_ec_bits"]}
     if key_type in minimum:
         if not isinstance(bits, int):
-            problems.append(f"{key_type} key size unknown")
+            unseen.append(f"the size of the certificate's {key_type} key was not recorded")
         elif bits < minimum[key_type]:
-            problems.append(f"{key_type} key is {bits} bits; minimum is {minimum[key_type]}")
+            problems.append(
+                f"the certificate's {key_type} key is {bits} bits; at least {minimum[key_type]} are required"
+            )
     elif key_type not in ("Ed25519", "Ed448"):
-        problems.append(f"unrecognised key type {key_type}")
+        problems.append(f"the certificate's key type {key_type} is not one hcscan recognises as strong")
     if sig is None:
-        problems.append("signature hash unknown")
+        unseen.append("the certificate's signature hash was not recorded")
     elif str(sig).lower() in params["forbidden_signature_hashes"]:
-        problems.append(f"certificate signed with {sig}, which is broken for signatures")
+        problems.append(f"the certificate is signed with {sig}, which is broken for signatures")
     if problems:
-        return CheckResult(False, tuple(problems))
-    return CheckResult(True, (f"{key_type} {bits} bits, signature {sig}",))
+        return CheckResult(False, tuple(problems + unseen))
+    if unseen:
+        return CheckResult(False, tuple(unseen), Status.ERROR)
+    size = f" {bits} bits" if isinstance(bits, int) else ""
+    return CheckResult(True, (f"{key_type}{size} key, signed with {sig}",))
 
 
 BUILTIN_CHECK_TYPES: dict[str, CheckType] = {
     "key_strength": CheckType(
         name="key_strength",
         probe="tls",
-        facts=frozenset({"tls.leaf.key_type", "tls.leaf.key_bits", "tls.leaf.signature_hash"}),
+        facts=frozenset({"tls.offered", "tls.leaf.key_type", "tls.leaf.key_bits", "tls.leaf.signature_hash"}),
         params={"min_rsa_bits": 2048, "min_ec_bits": 256, "forbidden_signature_hashes": ["md5", "sha1"]},
         fn=_key_strength,
         description="Leaf public key at least the minimum size for its type; signature hash not broken.",

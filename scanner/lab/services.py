@@ -126,8 +126,8 @@ SERVICE_CASES: tuple[ServiceCase, ...] = (
         "unknown_product",
         "http",
         "AcmeMedical-Gateway/3.1",
-        {"PAT-01": _N, "PAT-02": _N},
-        description="a product that is not in the version data",
+        {"PAT-01": _E, "PAT-02": _E},
+        description="a product that is not in the version data: could not assess, declare it under software:",
     ),
     ServiceCase("mllp_plain", "mllp", expect={"EXP-03": _F}, description="plaintext HL7 v2 MLLP listener (ACK AA)"),
     ServiceCase(

@@ -292,6 +292,7 @@ _SERVICE_FACTS: tuple[FactSpec, ...] = (
     FactSpec("patch.distro_eol", "str", "End of support of that distribution release (ISO date).", True),
     FactSpec("patch.kev", "list[object]", "CISA KEV entries whose NVD ranges contain the version: {cve, name}."),
     FactSpec("patch.declared_package", "object", "The system's `software:` entry for this product.", True),
+    FactSpec("patch.system_software", "list[str]", "Products the system declares under `software:` (PAT-03)."),
     FactSpec("patch.data_version", "str", "data_version of the version data used."),
     FactSpec("patch.data_as_of", "datetime", "Date the product's cycle data reflects.", True),
 )
@@ -366,8 +367,10 @@ def endpoint_facts(
     )
     facts.update(identification_facts(ident, data))
     facts["patch.declared_package"] = None
+    software = (declared.get("system") or {}).get("software") or []
+    facts["patch.system_software"] = [f"{item.get('product')} {item.get('version')}" for item in software]
     if ident.product is not None:
-        for item in (declared.get("system") or {}).get("software") or []:
+        for item in software:
             found = data.product_by_name(str(item.get("product", "")))
             if found is not None and found.id == ident.product.id:
                 facts["patch.declared_package"] = dict(item)

@@ -132,7 +132,7 @@ def test_unknown_fact_is_refused_at_load_with_suggestions() -> None:
 def test_render_message_fills_facts_params_and_reasons_only() -> None:
     ctx = EvalContext(FACTS, {"floor": 2048}, NOW)
     text = render_message("{tls.protocols} / {params.floor} / {reasons} / {__class__} / {tls.nothing}", ctx, ["r1"])
-    assert text == "[TLSv1.0, TLSv1.2] / 2048 / r1 / {__class__} / {tls.nothing}"
+    assert text == "[TLSv1.0, TLSv1.2] / 2048 / r1 / {__class__} / unknown"
 
 
 @pytest.mark.parametrize(
@@ -159,7 +159,7 @@ def test_all_names_the_first_failure_and_explain_replaces_the_reason() -> None:
         }
     )
     out = node.evaluate(EvalContext(FACTS, {}, NOW))
-    assert out == type(out)(False, ("no TLS offered",))
+    assert out == type(out)(False, ("no TLS offered",), authored=True)
     with pytest.raises(AssertionSyntaxError):
         compile_assertion({"fact": "tls.offered", "equals": True, "explain": ["not", "text"]})
 
@@ -200,7 +200,7 @@ def test_unknown_stays_unknown_through_not_and_any() -> None:
         None,
     )
     verdict = judge(when_unknown, FACTS, {}, NOW)
-    assert verdict.status is Status.ERROR and "tls.missing is unknown" in verdict.message
+    assert verdict.status is Status.ERROR and "tls.missing is not known" in verdict.message
     absent_is_a_failure = compile_assertion({"fact": "tls.missing", "exists": True, "explain": "no such thing"})
     out = absent_is_a_failure.evaluate(EvalContext(FACTS, {}, NOW))
     assert (out.ok, out.unknown, out.reasons) == (False, False, ("no such thing",))

@@ -145,7 +145,8 @@ def test_unknown_product_is_never_a_silent_pass(
 ) -> None:
     findings, _ = lab_findings
     f = findings[("unknown-product", "PAT-01")]
-    assert f["status"] == "not_applicable" and "nothing for this control to judge" in f["message"]
+    assert f["status"] == "error" and "AcmeMedical-Gateway/3.1" in f["message"], f
+    assert "declare it under `software:` in the inventory" in f["message"], f
 
 
 def test_fragile_system_gets_only_its_declared_port_and_no_version_probe(
@@ -164,8 +165,9 @@ def test_fragile_system_gets_only_its_declared_port_and_no_version_probe(
         cwd=tmp_path, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     findings = {f["control"]: f for f in json.loads(result.stdout)}
-    assert findings["PAT-01"]["status"] == "not_applicable"
-    assert "fragile" in findings["PAT-01"]["message"]
+    # No version probe, so no version is visible: could not assess, with the hint to declare the software.
+    assert findings["PAT-01"]["status"] == "error"
+    assert "fragile" in findings["PAT-01"]["message"] and "`software:`" in findings["PAT-01"]["message"]
     assert findings["EXP-01"]["status"] == "not_applicable"
 
 
