@@ -242,6 +242,22 @@ def test_rotated_siblings_are_what_logrotate_names_newest_first(tmp_path: Path) 
     ]  # fmt: skip
 
 
+def test_declared_archives_elsewhere_add_to_the_siblings(tmp_path: Path) -> None:
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    current = tmp_path / "logs" / "audit.log"
+    current.parent.mkdir()
+    current.write_text(line5424(now - dt.timedelta(minutes=2)) + "\n")
+    _gz(current.parent / "audit.log.1.gz", [line5424(now - dt.timedelta(days=30))])
+    moved = tmp_path / "archive"
+    moved.mkdir()
+    _gz(moved / "audit-2025.log.gz", [line5424(now - dt.timedelta(days=400))])
+    outcome = gather(spec(current, archives=str(moved / "audit-*.log.gz")))
+    assert isinstance(outcome, ProbeFacts), outcome
+    assert outcome.facts["log.oldest_event_in"] == str(moved / "audit-2025.log.gz")
+    assert outcome.facts["log.oldest_event"] == iso(now - dt.timedelta(days=400))
+    assert outcome.facts["log.sample.size"] == 3  # the current file, then .1.gz, then the declared archive
+
+
 def test_nothing_anywhere_is_still_empty(tmp_path: Path) -> None:
     current = tmp_path / "audit.log"
     current.write_bytes(b"")

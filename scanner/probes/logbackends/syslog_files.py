@@ -475,13 +475,17 @@ def rotated_siblings(path: str, budget: Budget) -> list[LogFile]:
     return sorted(found, key=lambda f: f.rank)
 
 
-def declared_archives(spec: SyslogFilesSpec, known: set[str]) -> list[LogFile]:
+def declared_archives(spec: SyslogFilesSpec, known: set[str], budget: Budget) -> list[LogFile]:
     """Files matched by `audit_log.archives` that are not the current file or one of its siblings, newest last
-    write first."""
+    write first (at most MAX_ARCHIVES of them are looked at)."""
     if spec.archives is None:
         return []
     extra: list[tuple[float, str]] = []
-    for p in glob.glob(spec.archives):
+    for i, p in enumerate(glob.iglob(spec.archives)):
+        if i % 256 == 0:
+            budget.check(spec.archives)
+        if i >= MAX_ARCHIVES:
+            break
         if os.path.normpath(p) in known:
             continue
         try:
@@ -496,7 +500,7 @@ def log_files(spec: SyslogFilesSpec, budget: Budget) -> list[LogFile]:
     """The current file first, then its rotated files newest first (at most MAX_ARCHIVES of them)."""
     siblings = rotated_siblings(spec.path, budget)
     known = {os.path.normpath(spec.path), *(os.path.normpath(f.path) for f in siblings)}
-    return [LogFile(spec.path), *(siblings + declared_archives(spec, known))[:MAX_ARCHIVES]]
+    return [LogFile(spec.path), *(siblings + declared_archives(spec, known, budget))[:MAX_ARCHIVES]]
 
 
 # -- the snapshot ----------------------------------------------------------------------------------
