@@ -31,6 +31,7 @@ from scanner.app import RunAbandoned, Workspace, load_workspace, plan_scan, run_
 from scanner.config import Config
 from scanner.engine import Selection
 from scanner.errors import InputError, Problem
+from scanner.fileio import DiskFull, OutputError
 from scanner.store import repo, slots
 from scanner.store.locks import exclusive
 from scanner.yamlio import load_yaml
@@ -362,6 +363,11 @@ class Agent:
                 state, detail = self._scan(job, scope.removeprefix("region:"), work)
         except InputError as exc:
             state, detail = slots.FAILED, f"invalid input: {exc}"
+        except (DiskFull, OutputError) as exc:  # the machine's state, not a bug: one line, no traceback
+            log.error(
+                "job could not complete", extra={"event": "job.incomplete", "fields": {**fields, "detail": str(exc)}}
+            )
+            state, detail = slots.FAILED, str(exc)
         except Exception as exc:
             log.exception("job crashed", extra={"event": "job.crashed", "fields": fields})
             state, detail = slots.FAILED, f"job crashed: {exc!r}"

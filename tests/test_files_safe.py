@@ -328,3 +328,27 @@ def test_a_scan_on_an_already_full_disk_exits_3_in_one_line_and_starts_no_run(sm
     finally:
         engine.dispose()
     assert _leftovers(small_disk) == []
+
+
+def test_agent_report_job_into_a_full_folder_fails_its_slot_in_one_line(small_disk: Path, tmp_path: Path) -> None:
+    from tests.agent.conftest import AgentProcess, agent_workspace, query
+
+    config = agent_workspace(
+        tmp_path,
+        1,  # no scan job here: the port is never probed
+        [{"id": "nightly-report", "kind": "report", "cron": "0 0 * * *"}],
+        agent={"catchup_grace_s": 2 * 86400},
+    )
+    data = _config_dict(config)
+    write_yaml(config, {**data, "report": {"out_dir": str(small_disk / "reports")}})
+    fill(small_disk)
+    agent = AgentProcess(config, "--once")
+    try:
+        assert agent.wait(120) == 1
+    finally:
+        agent.stop()
+    (slot,) = query(f"sqlite:///{tmp_path / 'hcscan.db'}", "select state, detail from job_slot")
+    assert slot[0] == "failed" and "index.html: disk full: No space left on device" in slot[1], slot
+    log = agent.log_path.read_text()
+    assert "Traceback" not in log and '"job.incomplete"' in log, log
+    assert _leftovers(small_disk) == []
