@@ -5,10 +5,9 @@ statuses has exactly one label, and no label claims more than the two verdicts s
 
 | previous → current              | label                  | meaning                                             |
 |---------------------------------|------------------------|-----------------------------------------------------|
-| (none) → fail / error           | new                    | first judged, and not compliant                     |
-| (none) → pass / not_applicable  | unchanged              | first judged, nothing to report                     |
+| (none) → any status             | new                    | first judged (a first sighting, whatever its status) |
 | x → x (same status)             | unchanged              |                                                     |
-| any → waived                    | waived                 | a failure covered by a waiver                       |
+| any other → waived              | waived                 | a failure covered by a waiver                       |
 | pass / not_applicable → fail    | regressed, or new      | failing again (it failed before), or a first failure |
 | waived → fail                   | reactivated            | the waiver expired or was withdrawn                 |
 | error → fail                    | confirmed              | a failure newly confirmed (could not assess before) |
@@ -65,10 +64,10 @@ def change_label(previous: str | None, status: str, failed_before: bool = False)
     `failed_before`: some earlier run judged this fingerprint `fail` or `waived`; it only decides between
     `regressed` and `new` when a pass or not-applicable turns into a fail.
     """
+    if previous is None:
+        return NEW  # nothing was known before: a first pass is as new as a first failure
     if status == _WAIVED:
         return WAIVED
-    if previous is None:
-        return NEW if status in (_FAIL, _ERROR) else UNCHANGED
     if previous == status:
         return UNCHANGED
     if status == _ERROR:

@@ -233,7 +233,7 @@ def test_two_runs_over_the_same_fingerprints_complete_one_after_the_other(engine
     # Either order is fine; each run's labels follow from the other's verdicts.
     assert changes in (
         {"failing": {"new": n}, "passing": {"fixed": n}},  # failing first
-        {"passing": {"unchanged": n}, "failing": {"new": n}},  # passing first: a first failure after a pass
+        {"passing": {"new": n}, "failing": {"new": n}},  # passing first (a first sighting), then a first failure
     ), changes
     with engine.connect() as conn:
         states = conn.execute(text("select count(*), count(distinct last_run_id) from finding_state")).one()

@@ -19,7 +19,7 @@ STATUSES = (P, F, E, N, W)
 # The whole matrix, written out (not computed): previous status (None = first judged) → current → label.
 # Where a pass or not-applicable turns into a fail, the label is `new` unless the fingerprint failed before.
 EXPECTED: dict[str | None, dict[str, str]] = {
-    None: {P: "unchanged", F: "new", E: "new", N: "unchanged", W: "waived"},
+    None: {P: "new", F: "new", E: "new", N: "new", W: "new"},  # a first sighting is new, whatever its status
     P: {P: "unchanged", F: "new", E: "unassessed", N: "no_longer_applicable", W: "waived"},
     F: {P: "fixed", F: "unchanged", E: "unassessed", N: "no_longer_applicable", W: "waived"},
     E: {P: "reassessed", F: "confirmed", E: "unchanged", N: "no_longer_applicable", W: "waived"},
@@ -51,7 +51,9 @@ def test_no_label_claims_a_fix_it_did_not_see() -> None:
     fixed = {(p, c) for p, row in EXPECTED.items() for c, label in row.items() if label == "fixed"}
     assert fixed == {(F, P), (W, P)}
     unchanged = {(p, c) for p, row in EXPECTED.items() for c, label in row.items() if label == "unchanged"}
-    assert unchanged == {(None, P), (None, N), (P, P), (F, F), (E, E), (N, N), (N, P)}
+    assert unchanged == {(P, P), (F, F), (E, E), (N, N), (N, P)}
+    new = {(p, c) for p, row in EXPECTED.items() for c, label in row.items() if label == "new"}
+    assert new == {(None, P), (None, F), (None, E), (None, N), (None, W), (P, F), (N, F)}
 
 
 def _meta() -> RunMeta:
@@ -135,3 +137,17 @@ def test_a_fix_that_does_not_hold_reopens_even_with_an_unassessed_run_between(en
             text("select resolved_at, times_reopened from finding_state where system_id = 'flaky'")
         ).one()
     assert (resolved, reopened) == (None, 1)
+
+
+def test_a_first_sighting_is_new_whatever_its_status(engine: Engine) -> None:
+    """Issue 12.6: run #1 said "(24 new, 26 unchanged)" and exported first-run passes as `unchanged`."""
+    from scanner.store import queries
+
+    first = [_rec(f"first-{s}", s) for s in STATUSES]
+    run_id, changes = _run(engine, first, 0)
+    assert changes == {"new": len(STATUSES)}
+    assert _labels_of_run(engine, run_id) == {f"first-{s}": "new" for s in STATUSES}
+    assert {f.system_id: f.change for f in queries.latest_findings(engine)} == {f"first-{s}": "new" for s in STATUSES}
+    # The next run sees them again unchanged, and a fingerprint seen for the first time then is new in its turn.
+    _, again = _run(engine, [*first, _rec("later", P)], 1)
+    assert again == {"unchanged": len(STATUSES) - 1, "waived": 1, "new": 1}  # a waived verdict stays `waived`

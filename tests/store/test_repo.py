@@ -33,7 +33,7 @@ def run_once(engine: Engine, records: list[FindingRecord], at: datetime) -> dict
 
 def test_lifecycle_new_unchanged_fixed_regressed(engine: Engine) -> None:
     day = timedelta(days=1)
-    assert run_once(engine, [rec(Status.FAIL), rec(Status.PASS, "TLS-02")], T0) == {"new": 1, "unchanged": 1}
+    assert run_once(engine, [rec(Status.FAIL), rec(Status.PASS, "TLS-02")], T0) == {"new": 2}  # first sightings
     assert run_once(engine, [rec(Status.FAIL), rec(Status.PASS, "TLS-02")], T0 + day) == {"unchanged": 2}
     assert run_once(engine, [rec(Status.PASS), rec(Status.PASS, "TLS-02")], T0 + 2 * day) == {
         "fixed": 1,
