@@ -177,6 +177,11 @@ def test_just_rotated_logs_are_judged_from_their_archives(rotated: Rotated, scan
         assert statuses == dict.fromkeys(CONTROLS, "pass"), {c: got[(sid, c)].message for c in CONTROLS}
         assert got[(sid, "LOG-01")].evidence["log.latest_event_age_hours"] < 1
         assert got[(sid, "LOG-02")].evidence["log.oldest_event_age_days"] >= 200
+        # the findings' evidence and messages name the file that held the newest and the oldest event
+        assert got[(sid, "LOG-01")].evidence["log.latest_event_in"] == str(newest_in)
+        assert got[(sid, "LOG-01")].message.endswith(f" in {newest_in}"), got[(sid, "LOG-01")].message
+        assert got[(sid, "LOG-02")].evidence["log.oldest_event_in"] == str(oldest_in)
+        assert got[(sid, "LOG-02")].message.endswith(f" in {oldest_in}"), got[(sid, "LOG-02")].message
         facts = scan.facts[sid]
         assert facts["log.latest_event_in"] == str(newest_in)
         assert facts["log.oldest_event_in"] == str(oldest_in)
