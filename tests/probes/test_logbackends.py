@@ -7,6 +7,7 @@ import datetime as dt
 import gzip
 import lzma
 import os
+import threading
 import time
 import tracemalloc
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 
 from scanner.probes.auditlog import AuditLogProbe, snapshot_facts
 from scanner.probes.base import SYSTEM_LEVEL, ProbeContext, ProbeError, ProbeErrorReason, ProbeFacts, Target
+from scanner.probes.logbackends import syslog_files
 from scanner.probes.logbackends.base import LogBackendError, LogEvent, LogSnapshot, dig, parse_time
 from scanner.probes.logbackends.spec import SyslogFieldNames, SyslogFilesSpec
 from scanner.probes.logbackends.syslog_files import (
@@ -356,6 +358,31 @@ def test_slow_read_is_cut_at_the_time_budget(tmp_path: Path) -> None:
     assert time.monotonic() - started < 30
     assert info.value.reason is ProbeErrorReason.TIMEOUT
     assert info.value.detail == f"reading {tmp_path / 'audit.log.1.gz'} took longer than 0.05 s"
+
+
+def test_a_read_stuck_in_the_kernel_is_given_up_by_the_watchdog(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read on a hung network mount never returns and checks no budget: stood in for by a reader that waits
+    until the test ends (no file system here can hang on purpose)."""
+    release = threading.Event()
+
+    def stuck(spec: SyslogFilesSpec, budget: Budget) -> LogSnapshot:
+        release.wait(60)
+        raise AssertionError("released")
+
+    monkeypatch.setattr(syslog_files, "read_snapshot", stuck)
+    monkeypatch.setattr(syslog_files, "WATCHDOG_GRACE_S", 0.2)
+    declared = SyslogFilesSpec.model_validate(spec(tmp_path / "audit.log"))
+    started = time.monotonic()
+    try:
+        with pytest.raises(LogBackendError) as info:
+            SyslogFilesBackend().snapshot(declared, timeout_s=0.3, ctx=ProbeContext())
+    finally:
+        release.set()
+    assert time.monotonic() - started < 30
+    assert info.value.reason is ProbeErrorReason.TIMEOUT
+    assert info.value.detail == f"reading {tmp_path / 'audit.log'} did not finish within 0.5 s (a hung mount?)"
 
 
 def test_huge_sparse_file_is_read_from_both_ends_only(tmp_path: Path) -> None:
