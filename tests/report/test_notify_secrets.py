@@ -108,7 +108,7 @@ class WebReceiver:
         self.server = Server(("127.0.0.1", 0), Handler)
         self.port = self.server.server_port
         self.scheme = "https" if context is not None else "http"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
 
     def url(self, path: str = "/hook") -> str:
         return f"{self.scheme}://127.0.0.1:{self.port}{path}"
@@ -452,7 +452,7 @@ class SmtpServer:
         self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.port: int = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
 
     def close(self) -> None:
         self.server.shutdown()
