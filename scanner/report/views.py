@@ -38,7 +38,7 @@ class SystemSection:
     score: Score
     findings: list[FindingView]  # not passing: fail, error, waived — each with message, evidence, remediation
     n_passing: int  # passing and not-applicable findings, counted only (a page of 10,000 systems stays readable)
-    endpoints: int
+    endpoints: int  # declared endpoints with findings (not the system-level `system/*`)
 
 
 @dataclass(frozen=True)
@@ -141,7 +141,7 @@ class RegionPage:
     runs: list[RunView]
     controls: dict[str, ControlView]
     by_family: dict[str, Score] = field(default_factory=dict)
-    n_endpoints: int = 0
+    n_endpoints: int = 0  # declared endpoints only, as `hcscan validate` counts them
     freshness: dict[str, datetime] = field(default_factory=dict)
     version_data: str | None = None
     trend: Trend | None = None
@@ -264,7 +264,7 @@ def region_page(
         shown = [f for f in items if f.status in (Status.FAIL.value, Status.ERROR.value, Status.WAIVED.value)]
         shown.sort(key=lambda f: (_STATUS_ORDER.get(f.status, 9), _SEVERITY_ORDER.get(f.severity, 9), f.control_id))
         view = systems.get(system_id) or SystemView(system_id, region_id, region_id, system_id, "?", "medium", False)
-        n_ep = len({f.endpoint_key for f in items})
+        n_ep = len(queries.declared_endpoints(f.endpoint_key for f in items))
         sections.append(SystemSection(view, score(_triples(items)), shown, len(items) - len(shown), n_ep))
     sections.sort(key=lambda s: (s.score.percent if s.score.percent is not None else -1.0, s.system.system_id))
     region_name = next((s.system.region_name for s in sections), region_id)
@@ -377,7 +377,7 @@ def region_page(
         runs=runs,
         controls=controls,
         by_family=by_family,
-        n_endpoints=len({f.endpoint_key for f in findings}),
+        n_endpoints=len(queries.declared_endpoints(f.endpoint_key for f in findings)),
         freshness=freshness,
         version_data=version_data,
         trend=build_trend(history),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -14,6 +14,15 @@ from scanner.results import ControlInfo, SystemInfo
 from scanner.store import lifecycle
 from scanner.store.models import ControlDef, Finding, FindingState, NoticeSent, RunFamilyAgg, ScanRun, SystemDef
 from scanner.textsafe import clean_text, clean_value
+
+# Endpoint id of a finding judged once per system (scanner.engine.SYSTEM_ENDPOINT_ID): its key `system/*` names no
+# declared endpoint.
+SYSTEM_LEVEL_ENDPOINT = "*"
+
+
+def declared_endpoints(endpoint_keys: Iterable[str]) -> set[str]:
+    """The declared endpoints among findings' endpoint keys, without the per-system pseudo-endpoints (`system/*`)."""
+    return {key for key in endpoint_keys if key.rpartition("/")[2] != SYSTEM_LEVEL_ENDPOINT}
 
 
 @dataclass(frozen=True)

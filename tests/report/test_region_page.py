@@ -147,3 +147,38 @@ def test_availability_table_shows_endpoints_and_redundant_services_not_their_ins
     assert "service: any of 2 instances" in html
     da = render_reports(engine, tmp_path / "da", language="da", now=NOW)[0].read_text()
     assert "tjeneste: en af 2 instanser" in da
+
+
+def test_the_header_counts_declared_endpoints_not_system_level_findings(tmp_path: Path) -> None:
+    """Issue 12.7: "32 endpoints" where `validate` said 18 — each system-level finding (`system/*`) counted as one."""
+    from scanner.engine import SYSTEM_ENDPOINT_ID
+    from tests.report.history import CONTROLS, SYSTEMS
+
+    assert queries.SYSTEM_LEVEL_ENDPOINT == SYSTEM_ENDPOINT_ID  # the store names the engine's pseudo-endpoint
+
+    def rec(control: str, system: str, endpoint: str, status: Status) -> FindingRecord:
+        c = next(c for c in CONTROLS if c.control_id == control)
+        s = next(s for s in SYSTEMS if s.system_id == system)
+        return FindingRecord(
+            control, c.family, c.severity, "r1", system, f"{system}/{endpoint}", s.criticality, status, "m", {}
+        )
+
+    records = [
+        rec("TLS-01", "epj", "web", Status.PASS),
+        rec("TLS-04", "epj", "web", Status.FAIL),
+        rec("TLS-01", "epj", "api", Status.PASS),
+        rec("LOG-01", "epj", SYSTEM_ENDPOINT_ID, Status.FAIL),  # judged once for the system
+        rec("TLS-01", "pacs", "viewer", Status.PASS),
+        rec("LOG-01", "pacs", SYSTEM_ENDPOINT_ID, Status.ERROR),
+        rec("LOG-01", "pump", SYSTEM_ENDPOINT_ID, Status.PASS),  # a system whose only finding is system-level
+    ]
+    engine = open_store(f"sqlite:///{tmp_path / 'e.db'}")
+    meta = RunMeta("0.1.0", "c" * 64, "i" * 64, "f" * 64, {}, ["r1"], "h", 1, controls=CONTROLS, systems=SYSTEMS)
+    run_id = repo.start_run(engine, meta, NOW)
+    repo.complete_run(engine, run_id, records, NOW + timedelta(minutes=1))
+    page = region_page(engine, "r1", NOW + timedelta(minutes=2))
+    assert page.n_endpoints == 3  # epj/web, epj/api, pacs/viewer
+    assert {s.system.system_id: s.endpoints for s in page.systems} == {"epj": 2, "pacs": 1, "pump": 0}
+    html = render_reports(engine, tmp_path / "out", now=NOW + timedelta(minutes=2))[0].read_text()
+    assert 'data-testid="n-systems">3</span> systems, 3 endpoints' in html
+    engine.dispose()
