@@ -181,6 +181,22 @@ def test_fifo_directory_and_device_are_not_regular_files_and_never_block(tmp_pat
         assert outcome.detail == f"syslog-files: not a regular file: {path} ({kind})"
 
 
+def test_declared_path_may_be_a_link_to_a_regular_file(tmp_path: Path) -> None:
+    """The administrator declared it: a link at `path` is followed (only rotated files must not be links)."""
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    real = tmp_path / "2026-12-02.log"
+    real.write_text(line5424(now - dt.timedelta(minutes=1)) + "\n")
+    (tmp_path / "current.log").symlink_to(real)
+    outcome = gather(spec(tmp_path / "current.log"))
+    assert isinstance(outcome, ProbeFacts), outcome
+    assert outcome.facts["log.latest_event_in"] == str(tmp_path / "current.log")
+    (tmp_path / "fifo").mkdir()
+    os.mkfifo(tmp_path / "fifo" / "pipe")
+    (tmp_path / "linked.log").symlink_to(tmp_path / "fifo" / "pipe")  # a link to a FIFO is still a FIFO
+    linked = gather(spec(tmp_path / "linked.log"))
+    assert isinstance(linked, ProbeError) and "(a FIFO)" in linked.detail
+
+
 def _gz(path: Path, lines: list[str]) -> None:
     with gzip.open(path, "wt") as gz:
         gz.write("".join(f"{line}\n" for line in lines))
