@@ -274,8 +274,17 @@ class EndpointCheck(Strict):
         description="The DICOM node's own (called) AE title, also used by EXP-02 (default ANY-SCP): 1-16 of "
         "A-Z a-z 0-9 _ . : / @ + - (no spaces or backslashes).",
     )
+    calling_ae_title: str | None = Field(
+        None,
+        min_length=1,
+        max_length=16,
+        json_schema_extra={"pattern": AE_TITLE_PATTERN},
+        description="The calling AE title the availability sample's C-ECHO uses: one the node knows, so a node that "
+        "checks AE titles accepts it (default HCSCAN; EXP-02 always calls from an unknown one). Same characters "
+        "as ae_title.",
+    )
 
-    @field_validator("ae_title")
+    @field_validator("ae_title", "calling_ae_title")
     @classmethod
     def _ae_title(cls, value: str | None) -> str | None:
         if value is not None and not AE_TITLE.match(value):
@@ -324,7 +333,7 @@ DEFAULT_METHODS: dict[str, SampleMethod] = {
     "https": "http",
     "fhir": "fhir",
     "tls": "tls",
-    "dicom-tls": "tls",
+    "dicom-tls": "dicom",  # an association over TLS: the same up/down rules as plain DICOM
     "mllp-tls": "tls",
     "syslog-tls": "tls",
     "ldaps": "tls",

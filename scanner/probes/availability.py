@@ -1,5 +1,11 @@
 """The availability sampler: one up/down sample per endpoint per round — TCP connect, TLS handshake, HTTP status and
-optional body keyword, FHIR ``/metadata``, DICOM C-ECHO (when pynetdicom is installed) — with latency and error.
+optional body keyword, FHIR ``/metadata``, DICOM association + C-ECHO (in the clear or over TLS) — with latency and
+error.
+
+DICOM: the sample calls from the endpoint's declared `calling_ae_title` (default HCSCAN) to its declared `ae_title`
+(default ANY-SCP). An A-ASSOCIATE-RJ is an answer from a live DICOM application — a PACS that checks AE titles
+rejects a caller it does not know — so it is *up*, with the rejection in the sample's detail; accepted with a
+successful C-ECHO is up; no connection, no answer, an abort or a failed C-ECHO is down (`dicom`, or the TCP reason).
 
 A failed attempt is retried once after a short delay; only a failure that repeats counts as *down*. A sample that
 could not be taken because of hcscan itself (a bug) is *unknown* (``up is None``) and is never stored as a
@@ -19,11 +25,11 @@ import ssl
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from scanner.availability import EndpointCheck, SampleMethod, SystemAvailability, default_method
 from scanner.models import EndpointProtocol
 from scanner.probes.base import SYSTEM_LEVEL, FactSpec, Target
+from scanner.probes.dicom_assoc import Association, associate
 from scanner.probes.http import declared_base_path, lenient_tls_context
 
 MAX_HEAD_BYTES = 16 * 1024
@@ -35,6 +41,9 @@ _UNREACHABLE = frozenset({errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN
 
 # Why a sample is down. The first four are ProbeErrorReason values.
 DOWN_REASONS = ("refused", "timeout", "unreachable", "protocol", "status", "keyword", "dicom")
+DEFAULT_CALLING_AET = "HCSCAN"  # the sample's calling AE title unless the endpoint declares calling_ae_title
+_DEFAULT_CALLED_AET = "ANY-SCP"  # as EXP-02: the called AE title unless the endpoint declares ae_title
+_DICOM_OVER_TLS = frozenset({EndpointProtocol.DICOM_TLS.value, EndpointProtocol.TLS.value})
 
 
 @dataclass(frozen=True)
@@ -70,7 +79,7 @@ class _Plan:
     target: Target
     method: SampleMethod
     check: EndpointCheck
-    tls: bool  # http/fhir over TLS
+    tls: bool  # http/fhir/dicom over TLS
 
 
 def _system_availability(target: Target) -> SystemAvailability:
@@ -84,6 +93,8 @@ def plan_for(target: Target) -> _Plan:
     endpoint_id = endpoint.get("id") or f"{target.protocol}-{target.port}"
     check = _system_availability(target).checks.get(endpoint_id, EndpointCheck())
     method = check.method or default_method(target.protocol)
+    if method == "dicom":
+        return _Plan(target, method, check, tls=target.protocol in _DICOM_OVER_TLS)
     return _Plan(target, method, check, tls=target.protocol != EndpointProtocol.HTTP.value)
 
 
@@ -148,7 +159,7 @@ class AvailabilitySampler:
             async with overall, system:
                 started = time.perf_counter()
                 try:
-                    await self._attempt(plan)
+                    note = await self._attempt(plan)
                 except Exception as exc:
                     try:
                         down = _classify(exc)
@@ -159,18 +170,18 @@ class AvailabilitySampler:
                         )
                     continue
                 latency = round((time.perf_counter() - started) * 1000, 3)
-                return Sample(target.key, target.system_id, plan.method, True, latency, None, None, attempt)
+                return Sample(target.key, target.system_id, plan.method, True, latency, None, note, attempt)
         assert down is not None
         return Sample(target.key, target.system_id, plan.method, False, None, down.reason, down.detail, 2)
 
     def _timeout(self, target: Target) -> float:
         return min(self.settings.timeout_s, target.politeness.timeout_s)
 
-    async def _attempt(self, plan: _Plan) -> None:
+    async def _attempt(self, plan: _Plan) -> str | None:
+        """One attempt: returns normally when up (with a note worth keeping, e.g. a DICOM rejection), raises if not."""
+        if plan.method == "dicom":
+            return await self._dicom(plan)
         async with asyncio.timeout(self._timeout(plan.target)):
-            if plan.method == "dicom":
-                await self._dicom(plan)
-                return
             use_tls = plan.method == "tls" or (plan.method in ("http", "fhir") and plan.tls)
             t = plan.target
             reader, writer = await asyncio.open_connection(
@@ -186,11 +197,54 @@ class AvailabilitySampler:
                 writer.close()
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(writer.wait_closed(), 1.0)
+        return None
 
-    async def _dicom(self, plan: _Plan) -> None:
+    async def _connect(self, plan: _Plan) -> None:
+        """A TCP (and TLS) connection only: how an association that never connected is classified."""
+        async with asyncio.timeout(self._timeout(plan.target)):
+            t = plan.target
+            _reader, writer = await asyncio.open_connection(
+                t.address,
+                t.port,
+                ssl=self._ctx if plan.tls else None,
+                server_hostname=(t.server_name or "") if plan.tls else None,
+            )
+            writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.wait_closed(), 1.0)
+
+    async def _dicom(self, plan: _Plan) -> str | None:
+        # The association bounds itself (each of its four steps a quarter of the attempt's time; hung sockets are shut
+        # down): the thread ends by then, and the wait here only adds slack for that.
         timeout = self._timeout(plan.target)
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, _dicom_echo, plan, timeout)
+        async with asyncio.timeout(timeout + 2.0):
+            seen = await loop.run_in_executor(None, _dicom_association, plan, timeout / 4, self._ctx)
+        if seen is None:  # pynetdicom is not installed: a TCP (TLS) connect stands in
+            await self._connect(plan)
+            return "pynetdicom not installed: TCP connect only"
+        return await self._judge_dicom(plan, seen)
+
+    async def _judge_dicom(self, plan: _Plan, seen: Association) -> str | None:
+        """Up (returns the note to keep) or down (raises _Down) from what the association saw."""
+        check = plan.check
+        sent = (
+            f"calling {check.calling_ae_title or DEFAULT_CALLING_AET} to called {check.ae_title or _DEFAULT_CALLED_AET}"
+        )
+        if seen.rejection is not None:  # the DICOM application is there and said no: up, and say what it said
+            return f"association rejected: {seen.rejection.describe()}; {sent}"
+        if seen.outcome == "accepted":
+            if not seen.established:
+                return f"association accepted, then aborted (Verification not accepted); {sent}"
+            if seen.echo_status != 0x0000:
+                status = "not answered" if seen.echo_status is None else f"status 0x{seen.echo_status:04X}"
+                raise _Down("dicom", f"association accepted but C-ECHO {status}; {sent}")
+            return None
+        if not seen.connected:  # say why as every other sample does: refused, timeout, unreachable, not TLS
+            if seen.timed_out:
+                raise _Down("timeout", f"no connection in time; {sent}")
+            await self._connect(plan)  # raises the classified error; if it connects now, the association still failed
+        raise _Down("timeout" if seen.timed_out else "dicom", f"{seen.detail}; {sent}")
 
 
 async def _http_check(plan: _Plan, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -234,36 +288,21 @@ async def _http_check(plan: _Plan, reader: asyncio.StreamReader, writer: asyncio
         raise _Down("keyword", f"'{keyword}' not in the first {len(body)} bytes of the body")
 
 
-def _dicom_echo(plan: _Plan, timeout: float) -> None:
-    """A C-ECHO (verification) over a fresh association. Without pynetdicom a TCP connect stands in."""
+def _dicom_association(plan: _Plan, step_s: float, ctx: ssl.SSLContext) -> Association | None:
+    """One association (A-ASSOCIATE, C-ECHO, A-RELEASE) with the declared AE titles; None without pynetdicom."""
     try:
-        from pynetdicom import AE  # optional dependency
-        from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+        import pynetdicom  # noqa: F401  optional dependency
     except ImportError:
-        import socket
-
-        with socket.create_connection((plan.target.address, plan.target.port), timeout=timeout):
-            return
-    ae = AE(ae_title="HCSCAN")
-    ae.add_requested_context(Verification)
-    ae.acse_timeout = timeout
-    ae.dimse_timeout = timeout
-    ae.network_timeout = timeout
-    ae.connection_timeout = timeout
-    assoc: Any = ae.associate(plan.target.address, plan.target.port, ae_title=plan.check.ae_title or "ANY-SCP")
-    try:
-        if not assoc.is_established:
-            if assoc.is_rejected:
-                raise _Down("dicom", "association rejected")
-            raise _Down("dicom", "association not established (refused, aborted or timed out)")
-        status = assoc.send_c_echo()
-        code = getattr(status, "Status", None)
-        if code != 0x0000:
-            raise _Down("dicom", f"C-ECHO status {code!r}")
-    finally:
-        if assoc.is_established:
-            assoc.release()
-        ae.shutdown()
+        return None
+    t, check = plan.target, plan.check
+    return associate(
+        t.address,
+        t.port,
+        calling=check.calling_ae_title or DEFAULT_CALLING_AET,
+        called=check.ae_title or _DEFAULT_CALLED_AET,
+        timeout_s=step_s,
+        tls=(ctx, t.server_name) if plan.tls else None,
+    )
 
 
 # -- the facts the store's `sla` provider computes from samples ----------------------------------------

@@ -22,7 +22,7 @@ import traceback
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar
 
 import requests
 import urllib3
@@ -40,6 +40,7 @@ from scanner.probes.base import (
     ProbeOutcome,
     Target,
 )
+from scanner.probes.dicom_assoc import Association, Rejection, associate
 from scanner.probes.http import (
     bounded_session,
     declared_base_path,
@@ -192,58 +193,10 @@ def dicom_ping_facts(data: NseValue, output: str, called: str | None = None) -> 
     }
 
 
-class _HangUp:
-    """Shuts an association's TLS socket down, at once or when the overall budget is spent.
-
-    pynetdicom clears the socket timeout once connected and reads only when select() says "readable"; over TLS a
-    record that carries no application data (a TLS 1.3 session ticket) makes its reader block for good when the
-    peer then stays silent, and aborting waits for that reader. Shutting the socket down ends the read."""
-
-    def __init__(self, negotiation_s: float, budget_s: float) -> None:
-        self._lock = threading.Lock()
-        self._sockets: list[socket.socket] = []
-        self._fired = False
-        self._established = threading.Event()
-        # Not established when connect + A-ASSOCIATE answer are over: pynetdicom has given up, hang up for it.
-        self._timers = [threading.Timer(negotiation_s, self._unless_established), threading.Timer(budget_s, self.now)]
-        for timer in self._timers:
-            timer.daemon = True
-            timer.start()
-
-    def track(self, event: Any) -> None:
-        """pynetdicom EVT_CONN_OPEN handler: remember the connection's socket."""
-        sock = event.assoc.dul.socket.socket
-        with self._lock:
-            self._sockets.append(sock)
-            fired = self._fired
-        if fired:
-            shutdown_socket(sock)
-
-    def established(self, event: Any) -> None:
-        """pynetdicom EVT_ESTABLISHED handler: the exchange may take its whole budget."""
-        self._established.set()
-
-    def _unless_established(self) -> None:
-        if not self._established.is_set():
-            self.now()
-
-    def now(self) -> None:
-        for timer in self._timers:
-            timer.cancel()
-        with self._lock:
-            self._fired = True
-            sockets = list(self._sockets)
-        for sock in sockets:
-            shutdown_socket(sock)  # the TCP socket under the TLS layer: the blocked reader's read ends
-
-
 def dicom_tls_association(t: Target, called: str | None) -> dict[str, JSONValue]:
     """Ask for one association over TLS with an unknown calling AE title: A-ASSOCIATE, then C-ECHO (not on fragile
-    systems) and A-RELEASE. Never anything that stores. Certificates are not judged here (the TLS family does).
-    Each step waits at most the system's timeout; the whole exchange at most four of them."""
-    from pynetdicom import AE, evt  # imported here: it loads pydicom, which most commands never need
-    from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
-
+    systems) and A-RELEASE (`scanner.probes.dicom_assoc`). Never anything that stores. Certificates are not judged
+    here (the TLS family does). Each step waits at most the system's timeout; the whole exchange at most four."""
     called_aet = called or DEFAULT_CALLED_AET
     timeout = t.politeness.timeout_s
     facts: dict[str, JSONValue] = {
@@ -257,73 +210,53 @@ def dicom_tls_association(t: Target, called: str | None) -> dict[str, JSONValue]
         "dicom.echo_status": None,
         "dicom.ping_output": None,
     }
-    ae = AE(ae_title=PROBE_CALLING_AET)
-    ae.add_requested_context(Verification)
-    ae.connection_timeout = ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
-    # connect + handshake and the A-ASSOCIATE answer; then C-ECHO and A-RELEASE (a little slack for the threads)
-    hang_up = _HangUp(2 * timeout + 0.5, 4 * timeout + 0.5)
-    try:
-        tls_args = (lenient_tls_context(), cast(str, t.server_name))  # None: no SNI, as for the handshake test
-        assoc: Any = ae.associate(
-            t.address,
-            t.port,
-            ae_title=called_aet,
-            tls_args=tls_args,
-            evt_handlers=[(evt.EVT_CONN_OPEN, hang_up.track), (evt.EVT_ESTABLISHED, hang_up.established)],
-        )
-        answer = assoc.acceptor.primitive  # the A-ASSOCIATE-AC or -RJ; None if none arrived
-        result = getattr(answer, "result", None)
-        if assoc.is_established or result == 0x00:
-            facts |= _accepted(assoc, called_aet, t.politeness.fragile)
-        elif assoc.is_rejected and answer is not None:
-            facts |= _rejected(answer, called)
-        else:
-            facts["dicom.aet_check_detail"] = (
-                f"no A-ASSOCIATE answer over TLS within {timeout:g}s, or the peer aborted the association"
-            )
-    except (OSError, ValueError) as exc:
-        facts["dicom.aet_check_detail"] = f"association over TLS failed: {type(exc).__name__}: {exc}"[:300]
-    finally:
-        hang_up.now()  # released, rejected or given up: nothing more to say (and no reader left blocked)
-        ae.shutdown()
+    fragile = t.politeness.fragile
+    seen = associate(
+        t.address,
+        t.port,
+        calling=PROBE_CALLING_AET,
+        called=called_aet,
+        timeout_s=timeout,
+        tls=(lenient_tls_context(), t.server_name),  # server name None: no SNI, as for the handshake test
+        echo=not fragile,
+    )
+    if seen.outcome == "accepted":
+        facts |= _accepted(seen, called_aet, fragile)
+    elif seen.rejection is not None:
+        facts |= _rejected(seen.rejection, called)
+    else:
+        facts["dicom.aet_check_detail"] = f"no A-ASSOCIATE answer over TLS: {seen.detail}"[:300]
     return facts
 
 
-def _accepted(assoc: Any, called_aet: str, fragile: bool) -> dict[str, JSONValue]:
+def _accepted(seen: Association, called_aet: str, fragile: bool) -> dict[str, JSONValue]:
     # Short, the essentials first: control messages show the first 120 characters (the evidence keeps it all).
     detail = f"accepted: calling {PROBE_CALLING_AET} to called {called_aet}"
-    echo: int | None = None
-    if assoc.is_established:
-        try:
-            if fragile:
-                detail += "; no C-ECHO sent (fragile system)"
-            else:
-                status = assoc.send_c_echo()
-                code = getattr(status, "Status", None)
-                echo = int(code) if isinstance(code, int) else None
-                detail += "; C-ECHO " + (f"status 0x{echo:04X}" if echo is not None else "not answered")
-        finally:
-            assoc.release()
-    else:
+    if not seen.established:
         detail += " (then aborted: Verification was not among the accepted presentation contexts)"
+    elif fragile:
+        detail += "; no C-ECHO sent (fragile system)"
+    else:
+        echo = seen.echo_status
+        detail += "; C-ECHO " + (f"status 0x{echo:04X}" if echo is not None else "not answered")
     return {
         "dicom.service": True,
         "dicom.any_aet_accepted": True,
         "dicom.aet_check": "accepted",
         "dicom.aet_check_detail": detail,
-        "dicom.echo_status": echo,
+        "dicom.echo_status": seen.echo_status,
     }
 
 
-def _rejected(answer: Any, called: str | None) -> dict[str, JSONValue]:
+def _rejected(answer: Rejection, called: str | None) -> dict[str, JSONValue]:
     """An A-ASSOCIATE-RJ proves a calling AE-title check only when it says so (diagnostic 3), or gives no reason
     (diagnostic 1) to a request addressed to the node's own, declared AE title. "Called AE title not recognised"
     (7) says the request never got as far as the calling AE title: not assessed, whatever was called."""
-    result, source, diagnostic = answer.result, answer.result_source, answer.diagnostic
-    why = f"{answer.reason_str} ({answer.result_str}, {answer.source_str})"
+    result, source, diagnostic = answer.result, answer.source, answer.diagnostic
+    why = answer.describe()
     called_aet = called or DEFAULT_CALLED_AET
     sent = f"calling {PROBE_CALLING_AET} to called {called_aet}"
-    facts: dict[str, JSONValue] = {"dicom.service": True, "dicom.reject_reason": str(answer.reason_str)}
+    facts: dict[str, JSONValue] = {"dicom.service": True, "dicom.reject_reason": answer.reason}
     by_user = result == 0x01 and source == 0x01  # rejected-permanent, by the service user (not ACSE or presentation)
     if by_user and (diagnostic == _RJ_CALLING_AET or (diagnostic == _RJ_NO_REASON and called is not None)):
         return facts | {

@@ -121,4 +121,4 @@ def test_dicom_echo_against_a_verification_scp() -> None:
     finally:
         server.shutdown()
     down = sample_one(Target(key="pacs/dicom", system_id="pacs", address="127.0.0.1", port=port, protocol="dicom"))
-    assert (down.up, down.reason) == (False, "dicom")
+    assert (down.up, down.reason) == (False, "refused")  # no association: classified as any sample is
