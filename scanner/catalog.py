@@ -18,6 +18,7 @@ from scanner.errors import InputError, Problem
 from scanner.inventory import EndpointRef
 from scanner.models import Criticality, EndpointProtocol, Severity
 from scanner.resources import builtin_controls_dir
+from scanner.strictmodel import number_problem
 from scanner.yamlio import LoadedYaml, load_yaml, problems_from_validation, yaml_files
 
 CONTROL_ID = r"^[A-Z][A-Z0-9]{1,15}-[0-9A-Z][0-9A-Z_-]{0,31}$"
@@ -249,6 +250,25 @@ def _compile_control(
                 f"{spec.id} has parameters {sorted(params)}",
             )
         )
+        return None
+    refused = False
+    for name, value in sorted(override.items()):
+        # A parameter whose default is a number takes a number: `min_days_left: true` would compare as 1.
+        default = params[name]
+        is_number = isinstance(default, int | float) and not isinstance(default, bool)
+        problem = number_problem(float, value) if is_number else None
+        if problem is not None:
+            refused = True
+            problems.append(
+                Problem(
+                    None,
+                    None,
+                    None,
+                    f"control_params.{spec.id}.{name} in config.yaml: {problem}",
+                    f"{spec.id}'s {name} is a number (its default is {default})",
+                )
+            )
+    if refused:
         return None
     params.update(override)
     try:

@@ -82,9 +82,19 @@ def test_config_numbers_are_numbers(ws: Path, old: str, new: str, words: str) ->
     assert f"config.yaml:{line}:" in err or f"config.yaml:{line + 1}:" in err, err
 
 
+@pytest.mark.parametrize(("value", "words"), [("true", "true is not a number"), ("'45'", "'45' is text")])
+def test_a_control_parameter_override_that_is_not_a_number_is_refused(ws: Path, value: str, words: str) -> None:
+    """`min_days_left: true` compared as 1: TLS-04 passed a certificate with a day left."""
+    cfg = ws / "config.yaml"
+    cfg.write_text(cfg.read_text() + f"control_params:\n  TLS-04:\n    min_days_left: {value}\n", encoding="utf-8")
+    assert_refused(ws, f"control_params.TLS-04.min_days_left in config.yaml: {words}", "its default is 30")
+
+
 def test_a_number_where_a_number_belongs_still_loads(ws: Path) -> None:
     """The strict reading refuses only non-numbers: an integer for a decimal setting is fine."""
     _edit(ws, "config.yaml", "timeout_s: 3\n", "timeout_s: 3\n  max_concurrency: 2\n")
+    cfg = ws / "config.yaml"
+    cfg.write_text(cfg.read_text() + "control_params: {TLS-04: {min_days_left: 14.5}}\n", encoding="utf-8")
     result = hcscan("validate", "--config", "config.yaml", cwd=ws)
     assert result.returncode == 0, result.stderr
     assert "1 system(s)" in result.stdout
