@@ -225,7 +225,7 @@ def test_a_redundant_service_is_down_only_while_every_instance_is(tmp_path: Path
         by_key = {(r.control_id, r.endpoint_key): r for r in result.records}
         avl04 = by_key[("AVL-04", "lis/*")]
         assert avl04.status is Status.FAIL and "at most 90 % < target 99.9 %" in avl04.message
-        assert "1 outage(s) in 20m, longest 2.0 min" in avl04.message
+        assert "1 outage(s) in the last 20m, the longest 2 min" in avl04.message
         assert avl04.evidence["sla.basis"] == "service" and avl04.evidence["sla.down_seconds"] == 120.0
         assert by_key[("AVL-01", "lis/a")].status is Status.NOT_APPLICABLE
 
