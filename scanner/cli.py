@@ -23,15 +23,24 @@ import click
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from scanner import __version__
 from scanner.errors import InputError
+from scanner.textsafe import clean_text
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXIT_OK, EXIT_FINDINGS, EXIT_INPUT, EXIT_INCOMPLETE = 0, 1, 2, 3
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
+
+
+def _plain(text: object) -> Text:
+    """Text for the terminal that rich will not read as markup (``[link=…]``, ``[/]``) and that cannot move the
+    cursor, clear the screen or start a new line: target text is cleaned of escapes (scanner/textsafe.py), and a
+    newline is shown as ⏎ so a banner cannot print a line of its own."""
+    return Text(clean_text(str(text)).replace("\n", "⏎").replace("\t", " "))
 
 
 class OutputFormat(StrEnum):
@@ -228,7 +237,12 @@ def _print_records(records: list[Any], fmt: str) -> None:
         table.add_column(col, overflow="fold")
     style = {"fail": "red", "error": "yellow", "pass": "green", "waived": "magenta", "not_applicable": "dim"}
     for row in sorted(rows, key=lambda r: (order[r["status"]], r["endpoint"], r["control"])):
-        table.add_row(f"[{style[row['status']]}]{row['status']}[/]", row["control"], row["endpoint"], row["message"])
+        table.add_row(
+            Text(row["status"], style=style[row["status"]]),
+            _plain(row["control"]),
+            _plain(row["endpoint"]),
+            _plain(row["message"]),
+        )
     out.print(table)
 
 
@@ -569,7 +583,7 @@ def agent_status_cmd(ctx: click.Context, config_path: Path | None, fmt: str) -> 
         run = "-" if r.run_id is None else f"#{r.run_id} {r.run_status}"
         table.add_row(
             r.job_id, r.kind, r.cron, when(r.next_run, r.timezone), r.scope or "-", when(r.last_slot, r.timezone),
-            r.state or r.detail, run, r.holder or "-",
+            _plain(r.state or r.detail), run, r.holder or "-",
         )  # fmt: skip
     out.print(table)
 
@@ -619,9 +633,9 @@ def sample(config_path: Path | None, region: tuple[str, ...], system: tuple[str,
         for s in sorted(result.samples, key=lambda s: s.key):
             if s.up is not True:
                 state = "unknown" if s.up is None else "down"
-                out.print(f"[red]{state}[/] {s.key} ({s.method}): {s.reason}: {s.detail}", highlight=False)
+                out.print(Text(state, style="red"), _plain(f"{s.key} ({s.method}): {s.reason}: {s.detail}"))
         for key, why in result.unresolved.items():
-            out.print(f"[yellow]unknown[/] {key}: {why}")
+            out.print(Text("unknown", style="yellow"), _plain(f"{key}: {why}"))
         out.print(
             f"round #{result.round_id} at {result.t.isoformat(timespec='seconds')}: {result.n_up} up, "
             f"{result.n_down} down, {result.n_unknown + len(result.unresolved)} unknown"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from scanner.report.i18n import translator
 from scanner.report.views import RegionPage, build_trend, region_page
 from scanner.resources import templates_dir
 from scanner.store import queries
+from scanner.textsafe import clean_text
 
 
 def _env() -> Environment:
@@ -25,6 +27,9 @@ def _env() -> Environment:
         undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
+        # Target text is cleaned before it is stored; a store written by an older hcscan may still hold a lone
+        # surrogate or an escape character, and one such string must not stop every report.
+        finalize=lambda v: clean_text(v, sys.maxsize) if isinstance(v, str) else v,
     )
     env.filters["dt"] = lambda d: d.strftime("%Y-%m-%d %H:%M UTC") if d else "—"
     env.filters["day"] = lambda d: d.strftime("%Y-%m-%d") if d else "—"
