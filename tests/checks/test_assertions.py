@@ -204,3 +204,116 @@ def test_unknown_stays_unknown_through_not_and_any() -> None:
     absent_is_a_failure = compile_assertion({"fact": "tls.missing", "exists": True, "explain": "no such thing"})
     out = absent_is_a_failure.evaluate(EvalContext(FACTS, {}, NOW))
     assert (out.ok, out.unknown, out.reasons) == (False, False, ("no such thing",))
+
+
+# ---- the author's words (issue 12.5) ------------------------------------------------------------
+
+
+def _out(data: dict[str, Any], facts: dict[str, Any], params: dict[str, Any] | None = None) -> Any:
+    return compile_assertion(data, params=params).evaluate(EvalContext(facts, params or {}, NOW))
+
+
+def test_unknown_words_say_why_it_could_not_be_decided_and_explain_why_it_failed() -> None:
+    leaf = {
+        "fact": "http.clock_skew_seconds",
+        "lte": 5,
+        "explain": "the clock is {value} s ahead; the limit is {limit} s",
+        "unknown": "the server sends no Date header",
+    }
+    missing = _out(leaf, {"http.clock_skew_seconds": None})
+    assert (missing.ok, missing.unknown, missing.reasons) == (False, True, ("the server sends no Date header",))
+    ahead = _out(leaf, {"http.clock_skew_seconds": 12.0})
+    assert (ahead.ok, ahead.unknown, ahead.reasons) == (False, False, ("the clock is 12 s ahead; the limit is 5 s",))
+    # Without unknown: words, an unknown fact is said as unknown, never with the failure's words.
+    bare = _out({"fact": "x.skew", "lte": 5, "explain": "too far ahead"}, {"x.skew": None})
+    assert bare.unknown and bare.reasons == ("x.skew is not known (it must be at most 5)",)
+
+
+@pytest.mark.parametrize(
+    ("days", "op", "limit", "shown"),
+    [
+        (30.0, "gte", 30, "30"),  # not "30.0"
+        (29.96, "gte", 30, "29.96"),  # one decimal would read "30.0", as if it passed "at least 30"
+        (30.04, "lte", 30, "30.04"),
+        (45.5, "gte", 30, "46"),  # far from the limit: whole numbers are enough
+        (2.25, "lte", 5, "2.2"),
+    ],
+)
+def test_value_is_shown_as_it_was_compared(days: float, op: str, limit: int, shown: str) -> None:
+    out = _out({"fact": "d", op: limit, "explain": "{value} vs {limit}"}, {"d": days})
+    node = compile_assertion({"fact": "d", op: limit})
+    generated = node.evaluate(EvalContext({"d": days}, {}, NOW)).reasons[0]
+    assert generated.startswith(f"d is {shown}")
+    if not out.ok:
+        assert out.reasons == (f"{shown} vs {limit}",)
+
+
+def test_offending_names_the_items_that_broke_a_list_rule() -> None:
+    out = _out(
+        {"fact": "tls.protocols", "none_of": ["TLSv1.0", "TLSv1.1"], "explain": "deprecated: {offending}"}, FACTS
+    )
+    assert out.reasons == ("deprecated: [TLSv1.0]",)
+
+
+def test_explain_inside_not_is_the_failure_of_the_not() -> None:
+    inner = {"not": {"fact": "tls.offered", "equals": True, "explain": "TLS is offered on a plain port"}}
+    assert _out(inner, FACTS).reasons == ("TLS is offered on a plain port",)
+    own = {"not": {"fact": "tls.offered", "equals": True}, "explain": "the port must not speak TLS"}
+    assert _out(own, FACTS).reasons == ("the port must not speak TLS",)
+    generated = _out({"not": {"fact": "tls.offered", "equals": True}}, FACTS)
+    assert generated.reasons == ("it must not be that tls.offered is true",)
+
+
+def test_a_failing_any_says_its_childrens_own_words_and_may_have_its_own() -> None:
+    dh = {
+        "any": [
+            {"fact": "tls.min_dh_bits", "exists": False},
+            {"fact": "tls.min_dh_bits", "gte": 2048, "explain": "DH group of {value} bits; {limit} required"},
+        ]
+    }
+    assert _out(dh, FACTS).reasons == ("DH group of 1024 bits; 2048 required",)
+    assert _out({**dh, "explain": "weak DH"}, FACTS).reasons == ("weak DH",)
+    undecided = _out({**dh, "unknown": "no DH data"}, {"tls.min_dh_bits": None} | {"x": 1})
+    assert undecided.ok  # exists: false holds on an unknown fact: no DHE suites is fine
+    both_unknown = {"any": [{"fact": "a", "equals": 1, "unknown": "a not seen"}, {"fact": "b", "equals": 1}]}
+    out = _out({**both_unknown, "unknown": "neither a nor b was seen"}, {})
+    assert (out.unknown, out.reasons) == (True, ("neither a nor b was seen",))
+    assert _out(both_unknown, {}).reasons == ("a not seen",)
+
+
+def test_all_may_carry_words_for_its_failure_and_its_unknown() -> None:
+    node = {
+        "all": [{"fact": "tls.offered", "equals": True}, {"fact": "tls.min_dh_bits", "gte": 2048}],
+        "explain": "weak key exchange",
+        "unknown": "the handshake was not recorded",
+    }
+    assert _out(node, FACTS).reasons == ("weak key exchange",)
+    assert _out(node, {"tls.offered": None}).reasons == ("the handshake was not recorded",)
+    assert _out(node, {"tls.offered": True, "tls.min_dh_bits": 4096}).ok
+
+
+def test_words_are_checked_when_the_control_loads() -> None:
+    with pytest.raises(AssertionSyntaxError, match=r"unknown refers to unknown 'tls\.typo'"):
+        compile_assertion({"fact": "tls.offered", "equals": True, "unknown": "{tls.typo}"}, known_facts=set(FACTS))
+    with pytest.raises(AssertionSyntaxError, match=r"explain refers to unknown 'value'"):
+        compile_assertion({"all": [{"fact": "tls.offered", "equals": True}], "explain": "{value}"})
+    with pytest.raises(AssertionSyntaxError, match="must be a sentence"):
+        compile_assertion({"any": [{"fact": "tls.offered", "equals": True}], "unknown": ""})
+    with pytest.raises(AssertionSyntaxError, match="must stand alone"):
+        compile_assertion({"any": [{"fact": "tls.offered", "equals": True}], "fact": "tls.offered"})
+
+
+def test_optional_parts_drop_or_replace_what_is_unknown() -> None:
+    ctx = EvalContext({"tls.min_dh_bits": None, "tls.min_ecdh_bits": 253, "tls.hostname": "epj"}, {}, NOW)
+    template = "ok[; DH {tls.min_dh_bits} bits|; no DHE][; ECDH {tls.min_ecdh_bits} bits][ (chain {tls.chain.error})]"
+    assert render_message(template, ctx, ()) == "ok; no DHE; ECDH 253 bits"
+    assert render_message("[{tls.hostname}|the declared name]", ctx, ()) == "epj"
+    assert render_message("[{tls.chain.error}|the declared name]", ctx, ()) == "the declared name"
+
+
+def test_a_value_from_the_target_is_never_read_as_a_template() -> None:
+    hostile = "[{tls.secret}|x] {reasons} {params.token}"
+    ctx = EvalContext({"tls.hostname": hostile, "tls.secret": "SECRET"}, {"token": "TOKEN"}, NOW)
+    text = render_message("name [{tls.hostname}|none]; {tls.hostname}", ctx, ["r"])
+    assert text == f"name {hostile}; {hostile}"
+    assert "SECRET" not in text and "TOKEN" not in text
