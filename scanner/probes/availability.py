@@ -214,12 +214,13 @@ class AvailabilitySampler:
                 await asyncio.wait_for(writer.wait_closed(), 1.0)
 
     async def _dicom(self, plan: _Plan) -> str | None:
-        # The association bounds itself (each of its four steps a quarter of the attempt's time; hung sockets are shut
-        # down): the thread ends by then, and the wait here only adds slack for that.
+        # The association bounds itself: each step (connect with the TLS handshake, the A-ASSOCIATE answer, C-ECHO,
+        # A-RELEASE) waits at most the timeout, as a TCP or TLS sample's connect does, and hung sockets are shut down
+        # after four of them; the thread ends by then, and the wait here only adds slack for that.
         timeout = self._timeout(plan.target)
         loop = asyncio.get_running_loop()
-        async with asyncio.timeout(timeout + 2.0):
-            seen = await loop.run_in_executor(None, _dicom_association, plan, timeout / 4, self._ctx)
+        async with asyncio.timeout(4 * timeout + 2.0):
+            seen = await loop.run_in_executor(None, _dicom_association, plan, timeout, self._ctx)
         if seen is None:  # pynetdicom is not installed: a TCP (TLS) connect stands in
             await self._connect(plan)
             return "pynetdicom not installed: TCP connect only"

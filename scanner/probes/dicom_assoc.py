@@ -14,6 +14,7 @@ from __future__ import annotations
 import socket
 import ssl
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
@@ -160,6 +161,7 @@ def associate(
         (evt.EVT_DATA_RECV, watch.received),
         (evt.EVT_ESTABLISHED, watch.established),
     ]
+    started = time.monotonic()
     try:
         try:
             # pynetdicom types the server name as str; None (no SNI) is what ssl's wrap_socket accepts as well
@@ -174,15 +176,18 @@ def associate(
         rejection = _rejection_of(answer, first)
         if rejection is not None:
             return Association("rejected", True, False, rejection=rejection, detail=rejection.describe())
+        # pynetdicom's own ACSE timer (timeout_s) ends a silent wait before our hang-up does: that is a timeout too
+        silent = watch.connected and first is None and time.monotonic() - started >= timeout_s
+        timed_out = watch.fired or silent
         if not watch.connected:
             why = "no connection" + (f" within {timeout_s:g}s" if watch.fired else " (refused, unreachable or not TLS)")
         elif first is not None and first[0] == _PDU_ABORT:
             why = "the peer aborted the association request (A-ABORT)"
-        elif watch.fired:
+        elif timed_out:
             why = f"no A-ASSOCIATE answer within {timeout_s:g}s"
         else:
             why = "no A-ASSOCIATE answer: the peer closed the connection or did not speak DICOM"
-        return Association("no_answer", watch.connected, watch.fired, detail=why)
+        return Association("no_answer", watch.connected, timed_out, detail=why)
     finally:
         watch.now()  # released, rejected or given up: nothing more to say (and no reader left blocked)
         ae.shutdown()

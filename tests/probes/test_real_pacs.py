@@ -228,3 +228,36 @@ def test_a_calling_ae_title_hcscan_cannot_send_is_refused_with_its_line(tmp_path
 
 def test_a_declared_calling_ae_title_loads() -> None:
     assert EndpointCheck.model_validate({"calling_ae_title": KNOWN_AET}).calling_ae_title == KNOWN_AET
+
+
+def test_a_silent_dicom_port_is_down_by_timeout_and_never_stalls_the_round() -> None:
+    """Accepts TCP, never answers the A-ASSOCIATE-RQ: down ('timeout'), and the sample ends within its budget."""
+    listener = socket.create_server((HOST, 0))
+    port = listener.getsockname()[1]
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def hold() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=hold, daemon=True)
+    thread.start()
+    declared = {"endpoint": {"id": "pacs"}}
+    target = Target("pacs/pacs", "pacs", HOST, port, "dicom", politeness=Politeness(timeout_s=1), declared=declared)
+    started = time.monotonic()
+    try:
+        s = AvailabilitySampler(SamplerSettings(timeout_s=1.0, retry_delay_s=0.2)).sample([target])[target.key]
+    finally:
+        stop.set()
+        thread.join(5)
+        for conn in held:
+            conn.close()
+        listener.close()
+    elapsed = time.monotonic() - started
+    assert (s.up, s.reason, s.attempts) == (False, "timeout", 2), s
+    assert elapsed < 30, elapsed  # two attempts of at most four 1 s steps each, plus slack: never an open-ended wait
