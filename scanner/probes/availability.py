@@ -5,7 +5,9 @@ error.
 DICOM: the sample calls from the endpoint's declared `calling_ae_title` (default HCSCAN) to its declared `ae_title`
 (default ANY-SCP). An A-ASSOCIATE-RJ is an answer from a live DICOM application — a PACS that checks AE titles
 rejects a caller it does not know — so it is *up*, with the rejection in the sample's detail; accepted with a
-successful C-ECHO is up; no connection, no answer, an abort or a failed C-ECHO is down (`dicom`, or the TCP reason).
+successful C-ECHO is up, and so is a C-ECHO the node refuses by aborting the association it had accepted (Orthanc with
+DicomAlwaysAllowEcho false does that to a caller it does not know); no connection, no answer in time, anything that
+is not DICOM, or a C-ECHO answered with a failure status is down (`dicom`, or the TCP reason).
 
 A failed attempt is retried once after a short delay; only a failure that repeats counts as *down*. A sample that
 could not be taken because of hcscan itself (a bug) is *unknown* (``up is None``) and is never stored as a
@@ -237,6 +239,8 @@ class AvailabilitySampler:
         if seen.outcome == "accepted":
             if not seen.established:
                 return f"association accepted, then aborted (Verification not accepted); {sent}"
+            if seen.echo_refused:  # the node knows it does not know us: a live, strict node (Orthanc does this)
+                return f"association accepted, C-ECHO refused (the node aborted the association); {sent}"
             if seen.echo_status != 0x0000:
                 status = "not answered" if seen.echo_status is None else f"status 0x{seen.echo_status:04X}"
                 raise _Down("dicom", f"association accepted but C-ECHO {status}; {sent}")

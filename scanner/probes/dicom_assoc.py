@@ -68,6 +68,7 @@ class Association:
     established: bool = False  # accepted with Verification among the accepted presentation contexts
     echo_sent: bool = False
     echo_status: int | None = None  # the C-ECHO's status (0: success); None when not sent or not answered
+    echo_refused: bool = False  # the peer answered the C-ECHO with an A-ABORT (Orthanc: calling AE title unknown)
     rejection: Rejection | None = None
     detail: str = ""
 
@@ -85,6 +86,7 @@ class _Watch:
         self.fired = False
         self.connected = False
         self.first_pdu: bytes | None = None  # the first PDU the peer sent (AC, RJ or A-ABORT)
+        self.pdu_types: list[int] = []  # the type of every PDU the peer sent
         self._established = threading.Event()
         # Not established when connect + A-ASSOCIATE answer are over: pynetdicom has given up, hang up for it.
         self._timers = [threading.Timer(negotiation_s, self._unless_established), threading.Timer(budget_s, self.now)]
@@ -107,6 +109,8 @@ class _Watch:
         with self._lock:
             if self.first_pdu is None:
                 self.first_pdu = bytes(event.data[:16])
+            if event.data:
+                self.pdu_types.append(event.data[0])
 
     def established(self, event: Any) -> None:
         """EVT_ESTABLISHED: the exchange may take its whole budget."""
@@ -203,4 +207,5 @@ def _exchange(assoc: Any, echo: bool, watch: _Watch) -> Association:
             status = int(code) if isinstance(code, int) else None
     finally:
         assoc.release()
-    return Association("accepted", True, watch.fired, True, echo, status)
+    refused = echo and status is None and assoc.is_aborted and _PDU_ABORT in watch.pdu_types
+    return Association("accepted", True, watch.fired, True, echo, status, echo_refused=refused)

@@ -238,7 +238,8 @@ def _accepted(seen: Association, called_aet: str, fragile: bool) -> dict[str, JS
         detail += "; no C-ECHO sent (fragile system)"
     else:
         echo = seen.echo_status
-        detail += "; C-ECHO " + (f"status 0x{echo:04X}" if echo is not None else "not answered")
+        answer = "refused (A-ABORT)" if seen.echo_refused else "not answered"
+        detail += "; C-ECHO " + (f"status 0x{echo:04X}" if echo is not None else answer)
     return {
         "dicom.service": True,
         "dicom.any_aet_accepted": True,

@@ -1,7 +1,11 @@
 """The availability sampler against real DICOM SCPs nobody here wrote (issue 12.3: a strict PACS was "down").
 
-Debian's dcmtk, started by the test on loopback with configs it writes (storage in a temp dir; only A-ASSOCIATE,
-C-ECHO and A-RELEASE are ever sent to them):
+Debian's Orthanc and dcmtk, started by the test with configs it writes (storage in a temp dir; the sampler talks to
+127.0.0.1 only; only A-ASSOCIATE, C-ECHO and A-RELEASE are ever sent to them):
+- Orthanc that checks AE titles (DicomCheckCalledAet, DicomAlwaysAllowEcho/Store/Find/... false, one entry in
+  DicomModalities): the exact setup of the issue — "Calling AE title not recognised" → up with the rejection; the
+  declared calling AE title → accepted and echoed → up. Orthanc refusing only the C-ECHO (DicomAlwaysAllowEcho false,
+  stores still allowed) aborts the association it accepted → up, with that recorded.
 - `dcmqrscp` that knows one peer (VIEWER01 from 127.0.0.1) under the AE title PACS01: an unknown calling AE
   title is rejected (A-ASSOCIATE-RJ) → the sample is up and keeps the rejection; the declared calling AE title is
   accepted and echoed → up; nothing listening → down.
@@ -11,6 +15,7 @@ C-ECHO and A-RELEASE are ever sent to them):
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import ssl
@@ -30,11 +35,15 @@ from scanner.probes.base import Politeness, Target
 from tests.helpers import make_workspace, self_signed_server_context, system
 
 DCMQRSCP, STORESCP = shutil.which("dcmqrscp"), shutil.which("storescp")
+ORTHANC = shutil.which("Orthanc") or ("/usr/sbin/Orthanc" if Path("/usr/sbin/Orthanc").exists() else None)
 _reason = None if DCMQRSCP and STORESCP else "Debian package dcmtk is not installed"
-if _reason is not None:
-    print(f"skipping real PACS tests: {_reason}")
+_no_orthanc = None if ORTHANC else "Debian package orthanc is not installed"
+for _why in (_reason, _no_orthanc):
+    if _why is not None:
+        print(f"skipping real PACS tests: {_why}")
 pytestmark = pytest.mark.slow
 live = pytest.mark.skipif(_reason is not None, reason=f"{_reason} (make test installs it)")
+live_orthanc = pytest.mark.skipif(_no_orthanc is not None, reason=f"{_no_orthanc} (make test installs it)")
 
 # dcmtk's servers listen on every address; the sampler only ever talks to 127.0.0.1.
 HOST = "127.0.0.1"
@@ -101,6 +110,34 @@ def strict_pacs(tmp_path: Path) -> Iterator[_Server]:
         server.stop()
 
 
+def _orthanc(tmp_path: Path, *, strict: bool) -> _Server:
+    """Orthanc with DICOM only (no HTTP server), knowing one modality: VIEWER01 at 127.0.0.1."""
+    port = _free_port()
+    storage = tmp_path / "orthanc-db"
+    storage.mkdir()
+    config: dict[str, Any] = {
+        "Name": "hcscan-test",
+        "StorageDirectory": str(storage),
+        "IndexDirectory": str(storage),
+        "Plugins": [],
+        "HttpServerEnabled": False,
+        "RemoteAccessAllowed": False,
+        "DicomServerEnabled": True,
+        "DicomAet": PACS_AET,
+        "DicomPort": port,
+        "DicomCheckCalledAet": True,
+        "DicomAlwaysAllowEcho": False,
+        "DicomModalities": {"viewer": [KNOWN_AET, HOST, 11113]},
+    }
+    if strict:  # nothing for unknown callers: Orthanc then rejects their association itself
+        for kind in ("Store", "Find", "FindWorklist", "Get", "Move"):
+            config[f"DicomAlwaysAllow{kind}"] = False
+    path = tmp_path / "orthanc.json"
+    path.write_text(json.dumps(config), encoding="utf-8")
+    assert ORTHANC is not None
+    return _Server([ORTHANC, str(path)], port, tmp_path / "orthanc.log")
+
+
 def _tls_storescp(tmp_path: Path, *extra: str) -> _Server:
     self_signed_server_context(tmp_path, "pacs-tls")  # writes pacs-tls.key.pem / pacs-tls.crt.pem
     port = _free_port()
@@ -138,6 +175,34 @@ def test_strict_pacs_accepts_the_declared_calling_ae_title_and_echoes(strict_pac
     assert (s.up, s.reason, s.detail) == (True, None, None), s
     log = strict_pacs.log.read_text(errors="replace")
     assert f"{KNOWN_AET} -> {PACS_AET}" in log and "Received Echo SCP RQ" in log
+
+
+@live_orthanc
+def test_orthanc_checking_ae_titles_rejects_an_unknown_caller_and_is_up(tmp_path: Path) -> None:
+    server = _orthanc(tmp_path, strict=True)
+    try:
+        unknown = _sample(server.port, "dicom", {"ae_title": PACS_AET})
+        known = _sample(server.port, "dicom", {"ae_title": PACS_AET, "calling_ae_title": KNOWN_AET})
+    finally:
+        server.stop()
+    assert (unknown.up, unknown.reason, unknown.attempts) == (True, None, 1), unknown
+    assert unknown.detail is not None and "Calling AE title not recognised" in unknown.detail, unknown
+    assert (known.up, known.reason, known.detail) == (True, None, None), known
+    assert "Rejected association for remote AET HCSCAN" in server.log.read_text(errors="replace")
+
+
+@live_orthanc
+def test_orthanc_refusing_only_the_echo_of_an_unknown_caller_is_up(tmp_path: Path) -> None:
+    server = _orthanc(tmp_path, strict=False)
+    try:
+        s = _sample(server.port, "dicom", {"ae_title": PACS_AET})
+    finally:
+        server.stop()
+    assert (s.up, s.reason, s.attempts) == (True, None, 1), s
+    assert s.detail is not None and "C-ECHO refused" in s.detail, s
+    assert 'Rejected Echo request from remote DICOM modality with AET "HCSCAN"' in server.log.read_text(
+        errors="replace"
+    )
 
 
 @live
