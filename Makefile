@@ -7,9 +7,10 @@ STAMP := $(VENV)/.installed
 # Debian packages: nmap (the scanner's engine), chromium (report tests render the HTML headless),
 # postgresql (store and multi-agent tests start a throwaway cluster with initdb/pg_ctl),
 # rsyslog + rsyslog-openssl (access-log tests start a collector with a TLS input; the TLS driver is a separate package),
-# logrotate (rotation tests rotate the collector's files the way a Debian host does).
+# logrotate (rotation tests rotate the collector's files the way a Debian host does), dcmtk + orthanc (real DICOM
+# nodes that check calling AE titles, plain and over TLS), snmpd (the UDP sweep meets a real SNMP agent).
 APT_DEMO := nmap
-APT_TEST := nmap chromium postgresql rsyslog rsyslog-openssl iproute2 logrotate
+APT_TEST := nmap chromium postgresql rsyslog rsyslog-openssl iproute2 logrotate dcmtk orthanc snmpd
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test lint unit bench apt-demo apt-test clean
