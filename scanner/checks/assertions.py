@@ -74,6 +74,9 @@ class ParamRef:
     name: str
 
 
+UNKNOWN_VALUE = "unknown"  # how a {fact} that is null reads; shipped messages keep such facts in [optional] parts
+
+
 def _fmt(value: Any, limit: int = 8) -> str:
     if isinstance(value, list | tuple | set | frozenset):
         items = [_fmt(v) for v in list(value)[:limit]]
@@ -82,7 +85,7 @@ def _fmt(value: Any, limit: int = 8) -> str:
     if isinstance(value, float):
         return _number(value, 1)
     if value is None:
-        return "unknown"
+        return UNKNOWN_VALUE
     if isinstance(value, bool):
         return "true" if value else "false"
     text = str(value)
