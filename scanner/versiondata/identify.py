@@ -127,6 +127,9 @@ def identify_service(
         p = next((p for p in data.file.products if product in p.nmap_products), None)
         if p is not None:
             matched, matched_by, source = (p, _upstream_head(version)[0] if version else None), "nmap_product", version
+        hidden = next((p for p in data.file.products if product in p.nmap_products_no_version), None)
+        if p is None and hidden is not None:  # the product is known, its version is not shown
+            matched, matched_by, source = (hidden, None), "nmap_product", " ".join(x for x in (product, version) if x)
     if matched is None and cpes:
         found = _cpe_product(cpes, data)
         if found is not None:
@@ -226,6 +229,16 @@ def behind_latest(data: VersionData, product: Product, cycle: Cycle | None, vers
         return None
 
 
+def kev_fixed_by_latest(
+    data: VersionData, product: Product, cycle: Cycle | None, hits: Sequence[KevEntry]
+) -> list[str]:
+    """The CVEs among `hits` that the newest release of the cycle no longer has (updating to it fixes them)."""
+    if cycle is None or cycle.latest is None:
+        return []
+    scheme = data.scheme(product)
+    return [k.cve for k in hits if not any(in_range(scheme, cycle.latest, r) for r in k.versions)]
+
+
 def _iso(value: dt.date | bool | None) -> str | bool | None:
     return value.isoformat() if isinstance(value, dt.date) else value
 
@@ -263,6 +276,15 @@ def identification_facts(ident: Identification, data: VersionData) -> dict[str, 
         "patch.kev": [{"cve": k.cve, "name": k.name, "date_added": _iso(k.date_added)} for k in ident.kev],
         "patch.data_version": data.file.data_version,
         "patch.data_as_of": prod.as_of.isoformat() if prod else None,
+        "patch.support": prod.support if prod else None,
+        "patch.kev_fixed_by_latest": kev_fixed_by_latest(data, prod, cycle, ident.kev) if prod else [],
+        "patch.kev_unverified": (
+            [{"cve": k.cve, "name": k.name, "why": k.unverified} for k in data.kev_for(prod.id) if k.unverified]
+            if prod
+            else []
+        ),
+        "patch.kev_catalog": data.file.kev_snapshot.catalog_version if data.file.kev_snapshot else None,
+        "patch.kev_as_of": _iso(data.kev_as_of()),
     }
 
 
@@ -276,6 +298,8 @@ def assess_declared(data: VersionData, item: dict[str, Any]) -> dict[str, Any]:
     out["behind_latest"] = None
     out["lifecycle_source"] = "declared" if item.get("eol") is not None or item.get("latest") else None
     out["unknown_reason"] = None
+    out["package_version"] = str(item["package_version"]) if item.get("package_version") else None
+    out["kind"], out["support"], out["data_as_of"] = None, None, None
     product = data.product_by_name(name)
     if product is None:
         if out["lifecycle_source"] is None:
@@ -285,7 +309,7 @@ def assess_declared(data: VersionData, item: dict[str, Any]) -> dict[str, Any]:
         elif item.get("latest"):
             out["behind_latest"] = _dotted_behind(version, str(item["latest"]))
         return out
-    out["product_id"] = product.id
+    out.update(product_id=product.id, kind=product.kind, support=product.support, data_as_of=product.as_of.isoformat())
     cycle = data.cycle_for(product, version)
     if cycle is None:
         out["unknown_reason"] = f"{product.name} {version}: its release cycle is not in the version data"

@@ -9,6 +9,7 @@ import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
+from itertools import pairwise
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,6 +22,15 @@ from scanner.versiondata.schemes import SCHEMES, VersionParseError, VersionSchem
 from scanner.yamlio import load_yaml, validate_model
 
 SCHEMA_VERSION = 1
+Support = Literal["dated", "newest-line", "unknown"]
+SUPPORT_MODELS: Mapping[str, str] = {
+    "dated": "each release cycle has its own end-of-life date (endoflife.date style)",
+    "newest-line": (
+        "no end of life is announced: only the newest release line is maintained, so every other line ended the day "
+        "the next one was released"
+    ),
+    "unknown": "hcscan could not check how long this product's releases are supported",
+}
 _PACKAGE_DATA = Path(__file__).resolve().parent / "data" / "versions.yaml"
 
 
@@ -78,16 +88,54 @@ class Product(_Strict):
     name: str
     kind: Literal["application", "os"] = "application"
     scheme: str
+    support: Support = Field(
+        "dated",
+        description=(
+            "How support ends: 'dated' (each cycle's eol as the source states it), 'newest-line' (no end of life "
+            "announced; a cycle's eol is derived when the data is loaded: the release date of the next newer "
+            "cycle), 'unknown' (end of support could not be checked: judged 'could not assess')."
+        ),
+    )
     source: str = Field(description="id of the source the cycles come from")
     as_of: dt.date = Field(description="Newest date the source's cycle data reflects (latest releases known then).")
     cpe: list[str] = Field(default_factory=list, description="CPE 2.2 prefixes, e.g. cpe:/a:openbsd:openssh")
     nmap_products: list[str] = Field(default_factory=list, description="nmap -sV product names, exact")
+    nmap_products_no_version: list[str] = Field(
+        default_factory=list,
+        description=(
+            "nmap -sV product names that identify the product but whose version field is not the product's version "
+            "(Tomcat's 'Apache Tomcat/Coyote JSP engine' 1.1 is the connector's): the version counts as not visible"
+        ),
+    )
     banners: list[str] = Field(default_factory=list, description="regexes with a (?P<version>…) group")
     aliases: list[str] = Field(default_factory=list, description="names an inventory may use for this product")
     note: str = ""
     cycles: list[Cycle] = Field(min_length=1)
 
     _d = field_validator("as_of", mode="before")(_date)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derive_newest_line(cls, value: Any) -> Any:
+        """`newest-line`: every cycle but the newest ends the day the next newer cycle was released (done once, here).
+
+        A cycle whose end the file states (a date, or true) is kept as stated; a cycle with none (null, absent or
+        false: "none announced", as an endoflife.date export says) gets the derived one.
+        """
+        if not isinstance(value, dict) or value.get("support") != "newest-line":
+            return value
+        cycles = value.get("cycles")
+        if not isinstance(cycles, list) or not all(isinstance(c, dict) for c in cycles):
+            return value  # the field validators report what is wrong
+        dated = sorted(
+            ((_date(c.get("released")), i) for i, c in enumerate(cycles) if c.get("released") is not None),
+            key=lambda t: (str(t[0]), t[1]),
+        )
+        derived = [dict(c) for c in cycles]
+        for (_, index), (next_released, _) in pairwise(dated):
+            if derived[index].get("eol") is None or derived[index].get("eol") is False:
+                derived[index]["eol"] = next_released
+        return {**value, "cycles": derived}
 
     @field_validator("scheme")
     @classmethod
@@ -111,6 +159,12 @@ class Product(_Strict):
     @model_validator(mode="after")
     def _cycles_parse(self) -> Product:
         scheme = scheme_for(self.scheme)
+        if self.support == "newest-line":
+            missing = [c.cycle for c in self.cycles if c.released is None]
+            if missing:
+                raise ValueError(
+                    f"support newest-line needs a released date on every cycle (missing: {', '.join(missing)})"
+                )
         for c in self.cycles:
             if c.latest is not None:
                 try:
@@ -121,15 +175,33 @@ class Product(_Strict):
 
 
 class KevEntry(_Strict):
-    """A CISA KEV CVE joined to NVD cpeMatch ranges for one product of this file."""
+    """A CISA KEV CVE joined to the affected version ranges of one product of this file.
+
+    `versions` are the affected ranges (NVD cpeMatch style); `fixed` the first fixed release of each line, as the
+    advisory named in `checked` states it. An entry whose ranges could not be checked says why in `unverified`
+    and has no ranges: a service of that product is then judged "could not assess", never "not affected".
+    """
 
     cve: str = Field(pattern=r"^CVE-\d{4}-\d{4,}$")
     product: str
     name: str = ""
     date_added: dt.date | None = None
-    versions: list[VersionRange] = Field(min_length=1)
+    versions: list[VersionRange] = Field(default_factory=list)
+    fixed: list[str] = Field(default_factory=list, description="first fixed release per line, as the advisory says")
+    checked: str = Field("", description="where the affected ranges were checked (advisory, NVD record)")
+    unverified: str = Field("", description="why the affected ranges are not in the data (then `versions` is empty)")
 
     _d = field_validator("date_added", mode="before")(_date)
+
+    @model_validator(mode="after")
+    def _ranges_or_reason(self) -> KevEntry:
+        if not self.versions and not self.unverified:
+            raise ValueError(
+                f"kev {self.cve}: give the affected `versions`, or say in `unverified` why they are unknown"
+            )
+        if self.versions and self.unverified:
+            raise ValueError(f"kev {self.cve}: `unverified` is only for an entry without `versions`")
+        return self
 
 
 class VersionRange(_Strict):
@@ -141,6 +213,17 @@ class VersionRange(_Strict):
 
 
 KevEntry.model_rebuild()
+
+
+class KevSnapshot(_Strict):
+    """Which CISA KEV catalogue the `kev` entries were taken from."""
+
+    catalog_version: str
+    date_released: dt.date = Field(description="the catalogue's dateReleased: the KEV knowledge is as of this day")
+    source: str = Field(description="id of the source (under `sources`) the catalogue came from")
+    count: int | None = Field(None, ge=0, description="entries in the whole catalogue")
+
+    _d = field_validator("date_released", mode="before")(_date)
 
 
 class DistroHint(_Strict):
@@ -160,6 +243,9 @@ class VersionDataFile(_Strict):
     sources: list[Source] = Field(min_length=1)
     products: list[Product] = Field(min_length=1)
     distro_hints: list[DistroHint] = Field(default_factory=list)
+    kev_snapshot: KevSnapshot | None = Field(
+        None, description="the KEV catalogue `kev` comes from; without it PAT-05 cannot tell how old its knowledge is"
+    )
     kev: list[KevEntry] = Field(default_factory=list)
 
     _d = field_validator("generated", mode="before")(_date)
@@ -184,6 +270,8 @@ class VersionDataFile(_Strict):
         for k in self.kev:
             if k.product not in ids:
                 raise ValueError(f"kev {k.cve}: unknown product '{k.product}'")
+        if self.kev_snapshot is not None and self.kev_snapshot.source not in sources:
+            raise ValueError(f"kev_snapshot: unknown source '{self.kev_snapshot.source}'")
         return self
 
 
@@ -225,8 +313,17 @@ class VersionData:
             return None
         return next((c for c in product.cycles if c.cycle == name), None)
 
+    def kev_for(self, product_id: str) -> tuple[KevEntry, ...]:
+        """The KEV entries of one product (with or without checked ranges)."""
+        return tuple(k for k in self.file.kev if k.product == product_id)
+
+    def kev_as_of(self) -> dt.date | None:
+        """The day the KEV knowledge is current to: the snapshot's release date (None: no snapshot recorded)."""
+        return self.file.kev_snapshot.date_released if self.file.kev_snapshot is not None else None
+
     def info(self) -> dict[str, Any]:
         f = self.file
+        snap = f.kev_snapshot
         return {
             "schema_version": f.schema_version,
             "data_version": f.data_version,
@@ -234,6 +331,16 @@ class VersionData:
             "path": str(self.path),
             "products": len(f.products),
             "kev_entries": len(f.kev),
+            "kev_snapshot": (
+                {
+                    "catalog_version": snap.catalog_version,
+                    "date_released": snap.date_released.isoformat(),
+                    "source": snap.source,
+                    "count": snap.count,
+                }
+                if snap is not None
+                else None
+            ),
         }
 
 

@@ -223,6 +223,18 @@ class JavaScheme(VersionScheme):
         return (int(m.group(1)),)
 
 
+class DcmtkScheme(DottedScheme):
+    """DCMTK: `3.6.9` as released, or the digits of its DICOM implementation version name (`OFFIS_DCMTK_369`)."""
+
+    name: ClassVar[str] = "dcmtk"
+
+    def parse(self, text: str) -> ParsedVersion:
+        digits = text.strip()
+        if re.fullmatch(r"\d{3}", digits):  # 369 → 3.6.9 (the implementation version name drops the dots)
+            return super().parse(".".join(digits))
+        return super().parse(text)
+
+
 class NamedCycleScheme(VersionScheme):
     """Products whose cycles are names or release numbers (Debian 12, Ubuntu 22.04, Windows Server 2019).
 
@@ -243,7 +255,15 @@ class NamedCycleScheme(VersionScheme):
 
 SCHEMES: Mapping[str, VersionScheme] = {
     s.name: s
-    for s in (DottedScheme(), OpenSSHScheme(), OpenSSLScheme(), BuildScheme(), JavaScheme(), NamedCycleScheme())
+    for s in (
+        DottedScheme(),
+        OpenSSHScheme(),
+        OpenSSLScheme(),
+        BuildScheme(),
+        JavaScheme(),
+        NamedCycleScheme(),
+        DcmtkScheme(),
+    )
 }
 
 
