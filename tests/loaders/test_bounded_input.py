@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from scanner.demo import demo_waivers
 from scanner.errors import InputError
+from scanner.strictmodel import number_problem
 from scanner.waivers import load_day, load_waivers
 from scanner.yamlio import dump_yaml
 from tests.helpers import make_workspace, system, write_yaml
@@ -168,3 +170,27 @@ def test_the_demo_waivers_written_on_a_day_load_on_that_day(tmp_path: Path) -> N
         path = tmp_path / f"{day.isoformat()}.yaml"
         path.write_text(dump_yaml(demo_waivers(day)), encoding="utf-8")
         assert len(load_waivers([path], today=day).items) >= 3
+
+
+@pytest.mark.parametrize(
+    ("tp", "value", "refused"),
+    [
+        (int, True, True),
+        (int, 3, False),
+        (int, 3.0, True),
+        (float, 3, False),
+        (float, False, True),
+        (int | None, True, True),
+        (int | None, None, False),
+        (int | str, True, True),  # pydantic would read it as 1
+        (int | str, "x", False),  # text another member takes
+        (bool, True, False),
+        (bool | int, True, False),
+        (list[int], [1, True], True),
+        (dict[str, float], {"a": 1.5, "b": "2"}, True),
+        (dict[str, Any], {"a": True}, False),
+        (list[int] | None, [1, 2], False),
+    ],
+)
+def test_which_values_a_number_field_refuses(tp: Any, value: Any, refused: bool) -> None:
+    assert (number_problem(tp, value) is not None) == refused
