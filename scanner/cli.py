@@ -420,8 +420,19 @@ def data_info(config_path: Path | None, as_json: bool) -> None:
     age = (datetime.now(UTC).date() - vd.file.generated).days
     max_age = cfg.exposure.version_data.max_age_days if cfg is not None else None
     info.update(age_days=age, max_age_days=max_age)
+    today = datetime.now(UTC).date()
     info["product_list"] = [
-        {"id": p.id, "name": p.name, "cycles": len(p.cycles), "as_of": p.as_of.isoformat(), "source": p.source}
+        {
+            "id": p.id,
+            "name": p.name,
+            "cycles": len(p.cycles),
+            "as_of": p.as_of.isoformat(),
+            "age_days": (today - p.as_of).days,
+            "support": p.support,
+            "kev_entries": len(vd.kev_for(p.id)),
+            "kev_unverified": sum(1 for k in vd.kev_for(p.id) if k.unverified),
+            "source": p.source,
+        }
         for p in vd.file.products
     ]
     if as_json:
@@ -433,11 +444,24 @@ def data_info(config_path: Path | None, as_json: bool) -> None:
     out.print(f"version data {info['data_version']} from {info['generated']} ({age} days old){stale}", markup=False)
     out.print(f"file: {info['path']}", markup=False)
     out.print(f"{info['products']} products, {info['kev_entries']} known-exploited CVE entries", markup=False)
+    snap = info.get("kev_snapshot")
+    if snap:
+        kev_age = (today - datetime.fromisoformat(snap["date_released"]).date()).days
+        kev_stale = f" — older than the configured {max_age} days" if max_age is not None and kev_age > max_age else ""
+        out.print(
+            f"CISA KEV catalogue {snap['catalog_version']} of {snap['date_released']} ({kev_age} days old){kev_stale}",
+            markup=False,
+        )
+    else:
+        out.print("no dated CISA KEV snapshot: PAT-05 cannot judge known exploitation", markup=False)
     table = Table(header_style="bold")
-    for col in ("product", "name", "cycles", "data as of", "source"):
-        table.add_column(col)
+    for col in ("product", "support", "cycles", "data as of", "KEV entries", "source"):
+        table.add_column(col, no_wrap=col in ("product", "data as of"))
     for p in info["product_list"]:
-        table.add_row(p["id"], p["name"], str(p["cycles"]), p["as_of"], p["source"])
+        kev = str(p["kev_entries"]) + (f" ({p['kev_unverified']} unchecked)" if p["kev_unverified"] else "")
+        old = max_age is not None and p["age_days"] > max_age
+        as_of = f"{p['as_of']} ({p['age_days']} d{', too old' if old else ''})"
+        table.add_row(p["id"], p["support"], str(p["cycles"]), as_of, kev, p["source"])
     out.print(table)
 
 

@@ -89,15 +89,16 @@ SERVICE_CASES: tuple[ServiceCase, ...] = (
         {"PAT-01": _P, "PAT-02": _P, "PAT-03": _P},
         software=(
             {"product": "openssh", "version": "8.9p1", "package_version": "1:8.9p1-3ubuntu0.6", "updated": "today"},
+            {"product": "ubuntu", "version": "22.04.5"},
         ),
-        description="as ssh_ubuntu, with the package version declared and updated today",
+        description="as ssh_ubuntu, with the package version (updated today) and the Ubuntu release declared",
     ),
     ServiceCase(
         "ssh_bare_old",
         "ssh",
         "SSH-2.0-OpenSSH_7.4",
-        {"PAT-01": _P, "PAT-02": _F},
-        description="bare upstream OpenSSH 7.4: behind 7.9 since 2018",
+        {"PAT-01": _F, "PAT-02": _F},
+        description="bare upstream OpenSSH 7.4: line 7 ended when 8.0 came out (2019), behind 7.9 since 2018",
     ),
     ServiceCase(
         "nginx_eol",
@@ -110,7 +111,7 @@ SERVICE_CASES: tuple[ServiceCase, ...] = (
     ServiceCase(
         "nginx_current",
         "http",
-        "nginx/1.28.2",
+        "nginx/1.30.4",
         {"PAT-01": _P, "PAT-02": _P, "PAT-03": _E},
         software=({"product": "Acme PACS", "version": "7.1"},),
         description="current nginx; declares a product hcscan has no data for (PAT-03 error)",

@@ -17,7 +17,7 @@ from __future__ import annotations
 import io
 import traceback
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -295,6 +295,16 @@ _SERVICE_FACTS: tuple[FactSpec, ...] = (
     FactSpec("patch.system_software", "list[str]", "Products the system declares under `software:` (PAT-03)."),
     FactSpec("patch.data_version", "str", "data_version of the version data used."),
     FactSpec("patch.data_as_of", "datetime", "Date the product's cycle data reflects.", True),
+    FactSpec("patch.support", "str", "How the product's support ends: dated, newest-line or unknown.", True),
+    FactSpec("patch.kev_fixed_by_latest", "list[str]", "KEV CVEs of patch.kev that the cycle's newest release fixes."),
+    FactSpec(
+        "patch.kev_unverified",
+        "list[object]",
+        "KEV entries of the product whose affected versions are not in the data: {cve, name, why}.",
+    ),
+    FactSpec("patch.kev_catalog", "str", "catalogVersion of the KEV snapshot in the version data.", True),
+    FactSpec("patch.kev_as_of", "datetime", "Release date of the KEV snapshot (null: none recorded).", True),
+    FactSpec("versiondata.max_age_days", "int", "Configured maximum age of the version data.", True),
 )
 _SYSTEM_FACTS: tuple[FactSpec, ...] = (
     FactSpec(
@@ -333,12 +343,24 @@ _SYSTEM_FACTS: tuple[FactSpec, ...] = (
     FactSpec("versiondata.data_version", "str", "data_version of the version data used."),
     FactSpec("versiondata.generated", "datetime", "When the version data was compiled."),
     FactSpec("versiondata.max_age_days", "int", "Configured maximum age of the version data."),
+    FactSpec(
+        "versiondata.products_as_of",
+        "object",
+        "Product id → as-of date of the knowledge each product seen on (or declared by) the system was judged on.",
+    ),
+    FactSpec("versiondata.kev_as_of", "datetime", "Release date of the KEV snapshot (null: none recorded).", True),
+    FactSpec("versiondata.kev_catalog", "str", "catalogVersion of the KEV snapshot.", True),
     FactSpec("service.nmap_xml_sha256", "str", "SHA-256 of the raw nmap XML the facts come from."),
 )
 
 
 def endpoint_facts(
-    info: ServiceInfo, data: VersionData, run: NmapRun, version_probed: bool, declared: Mapping[str, Any]
+    info: ServiceInfo,
+    data: VersionData,
+    run: NmapRun,
+    version_probed: bool,
+    declared: Mapping[str, Any],
+    max_data_age_days: int | None = None,
 ) -> dict[str, JSONValue]:
     facts: dict[str, JSONValue] = {
         "service.port_state": info.state,
@@ -366,6 +388,7 @@ def endpoint_facts(
         banner=info.banner,
     )
     facts.update(identification_facts(ident, data))
+    facts["versiondata.max_age_days"] = max_data_age_days
     facts["patch.declared_package"] = None
     software = (declared.get("system") or {}).get("software") or []
     facts["patch.system_software"] = [f"{item.get('product')} {item.get('version')}" for item in software]
@@ -390,6 +413,28 @@ def _open_port(info: ServiceInfo) -> dict[str, JSONValue]:
 def _label_order(label: str) -> tuple[int, str]:
     port, _, protocol = label.partition("/")
     return int(port), protocol
+
+
+def _products_as_of(
+    target: Target, scan: ServiceScan | None, hosts: Collection[str], data: VersionData
+) -> dict[str, JSONValue]:
+    """Product id → as-of date of what the data knows about it, for the products on the system's open ports and in
+    its `software:` declaration: the knowledge PAT-01/02/03/05 judged this system on (PAT-06 judges its age)."""
+    seen: dict[str, JSONValue] = {}
+    for (address, _port), info in scan.ports.items() if scan is not None else ():
+        if address not in hosts or info.state != "open" or info.method != "probed":
+            continue
+        ident = identify_service(
+            data, product=info.product, version=info.version, extrainfo=info.extrainfo, cpes=info.cpes,
+            banner=info.banner,
+        )  # fmt: skip
+        if ident.product is not None:
+            seen[ident.product.id] = ident.product.as_of.isoformat()
+    for item in (target.declared.get("system") or {}).get("software") or []:
+        product = data.product_by_name(str(item.get("product", "")))
+        if product is not None:
+            seen[product.id] = product.as_of.isoformat()
+    return dict(sorted(seen.items()))
 
 
 def system_facts(
@@ -422,6 +467,7 @@ def system_facts(
     udp_swept = [port_label(p, "udp") for p in udp.swept]
     software = (target.declared.get("system") or {}).get("software") or []
     data = settings.version_data
+    kev_as_of = data.kev_as_of()
     return {
         "exposure.swept_ports": [port_label(p, "tcp") for p in swept] + udp_swept,
         "exposure.sweep_limited": limited,
@@ -438,6 +484,9 @@ def system_facts(
         "versiondata.data_version": data.file.data_version,
         "versiondata.generated": data.file.generated.isoformat(),
         "versiondata.max_age_days": settings.max_data_age_days,
+        "versiondata.products_as_of": _products_as_of(target, scan, hosts, data),
+        "versiondata.kev_as_of": kev_as_of.isoformat() if kev_as_of is not None else None,
+        "versiondata.kev_catalog": data.file.kev_snapshot.catalog_version if data.file.kev_snapshot else None,
         "service.nmap_xml_sha256": run.xml_sha256 if run else None,
     }
 
@@ -582,7 +631,16 @@ class ServiceProbe:
             return ProbeError(ProbeErrorReason.REFUSED, f"port {target.port} is closed ({info.reason})")
         if info.state != "open":
             return ProbeError(ProbeErrorReason.TIMEOUT, f"port {target.port} is {info.state} ({info.reason})")
-        return ProbeFacts(endpoint_facts(info, self.settings.version_data, run, job.version_probes, target.declared))
+        return ProbeFacts(
+            endpoint_facts(
+                info,
+                self.settings.version_data,
+                run,
+                job.version_probes,
+                target.declared,
+                self.settings.max_data_age_days,
+            )
+        )
 
 
 def host_answered(scan: ServiceScan, address: str) -> bool:

@@ -60,7 +60,9 @@ def lab_findings(
         systems,
         ca_bundles=[str(service_lab.ca_bundle)],
         extra_config={
-            "exposure": {"sweep_ports": sweep, "version_intensity": 2},
+            # Freshness of the shipped knowledge is judged with pinned days in tests/versiondata/test_banner_lab.py;
+            # here a wide max_age_days keeps these live verdicts about recognising what the services show.
+            "exposure": {"sweep_ports": sweep, "version_intensity": 2, "version_data": {"max_age_days": 3650}},
             "politeness": {"timeout_s": 5},
         },
     )
