@@ -38,6 +38,8 @@ from scanner.yamlio import load_yaml
 
 log = logging.getLogger("hcscan.agent")
 REPORT_LOCK = "central-report"
+DATA_UPDATE_LOCK = "version-data-update"
+_UNSCOPED = (JobKind.REPORT, JobKind.DATA_UPDATE)  # one slot per firing (scope "all"), not one per region
 NOTIFY_LOCK = "notifications"
 FIRE_TOLERANCE = timedelta(seconds=60)
 _MAX_SLOT_STEPS = 200_000  # bounds the walk over fire times within the grace (every second for ~2 days)
@@ -122,7 +124,15 @@ def check_agent_config(config: Config, ws: Workspace) -> None:
                 getattr(sched.scope, key),
                 known[key],
             )
-        if sched.kind is not JobKind.REPORT and not _scan_regions(sched, served):
+        if sched.kind is JobKind.DATA_UPDATE and config.exposure.version_data.path is None:
+            problems.append(
+                loaded.problem(
+                    ("schedules", i, "kind"),
+                    f"schedule '{sched.id}' updates the version data, but exposure.version_data.path is not set",
+                    "set exposure.version_data.path: the shipped data inside the package is never rewritten",
+                )
+            )
+        if sched.kind not in _UNSCOPED and not _scan_regions(sched, served):
             problems.append(
                 loaded.problem(
                     ("schedules", i, "scope"),
@@ -323,7 +333,7 @@ class Agent:
             slot = job.latest_slot(now, max(self.grace, FIRE_TOLERANCE) if reason == "schedule" else self.grace)
             if slot is None:
                 return
-            scopes = ["all"] if job.kind is JobKind.REPORT else [f"region:{r}" for r in _scan_regions(job, self.served)]
+            scopes = ["all"] if job.kind in _UNSCOPED else [f"region:{r}" for r in _scan_regions(job, self.served)]
             for scope in scopes:
                 if self.stop.is_set():
                     return
@@ -357,6 +367,8 @@ class Agent:
         try:
             if job.kind is JobKind.REPORT:
                 state, detail = self._report(job)
+            elif job.kind is JobKind.DATA_UPDATE:
+                state, detail = self._data_update()
             elif job.kind is JobKind.SAMPLE:
                 state, detail = self._sample(job, scope.removeprefix("region:"))
             else:
@@ -451,6 +463,30 @@ class Agent:
         result = run_sample(ws, Selection(regions=frozenset({region}), systems=systems))
         return slots.DONE, (
             f"round #{result.round_id}: {result.n_up} up, {result.n_down} down, {result.n_unknown} unknown"
+        )
+
+    def _data_update(self) -> tuple[str, str]:
+        """`hcscan data update` on the configured file; a bad answer fails the slot and leaves the file alone."""
+        from scanner.config import load_config
+        from scanner.versiondata.update import UpdateError, run_update
+
+        config = load_config(self.config_path)  # sources and path as configured now
+        path = config.exposure.version_data.path
+        if path is None:
+            return slots.FAILED, "exposure.version_data.path is not set: nowhere to write the version data"
+        with exclusive(self.engine, DATA_UPDATE_LOCK, self.holder.key, self.lease) as got:
+            if not got:
+                return slots.SKIPPED, "another agent is updating the version data"
+            try:
+                result = run_update(
+                    config, config.resolve(path), log=lambda m: _event("data_update.progress", detail=m)
+                )
+            except UpdateError as exc:
+                return slots.FAILED, f"version data not changed: {exc}"
+        diff = result.diff
+        return slots.DONE, (
+            f"version data {result.data.file.data_version}: {len(diff.added)} added, {len(diff.changed)} changed, "
+            f"{len(diff.removed)} removed"
         )
 
     def _report(self, job: Job) -> tuple[str, str]:

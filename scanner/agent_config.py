@@ -71,6 +71,7 @@ class JobKind(StrEnum):
     SCAN = "scan"  # scan the job's scope, one run per region this agent serves
     SAMPLE = "sample"  # one round of availability samples, per region this agent serves
     REPORT = "report"  # render the central HTML reports from the store (all regions), one agent at a time
+    DATA_UPDATE = "data-update"  # refresh the version data online (`hcscan data update`), one agent at a time
 
 
 class ScheduleScope(_Strict):
@@ -84,7 +85,7 @@ class ScheduleConfig(_Strict):
     """One scheduled job: what, when (cron), and over which scope."""
 
     id: str = Field(pattern=_ID, description="Stable job name; slots in the store are keyed by it.")
-    kind: JobKind = Field(JobKind.SCAN, description="scan | sample | report")
+    kind: JobKind = Field(JobKind.SCAN, description="scan | sample | report | data-update")
     cron: str = Field(description="5 fields (m h dom mon dow) or 6 with seconds first; weekdays as names.")
     timezone: str | None = Field(None, description="IANA timezone of the cron expression (default: agent.timezone).")
     scope: ScheduleScope = Field(default_factory=ScheduleScope)
@@ -136,6 +137,14 @@ def schedule_problems(schedules: Sequence[ScheduleConfig], where: Any) -> list[P
         if sched.kind is JobKind.REPORT and sched.scope != ScheduleScope():
             problems.append(
                 where(("schedules", i, "scope"), "a report job has no scope", "the central report reads all regions")
+            )
+        if sched.kind is JobKind.DATA_UPDATE and sched.scope != ScheduleScope():
+            problems.append(
+                where(
+                    ("schedules", i, "scope"),
+                    "a data-update job has no scope",
+                    "it refreshes the one version-data file",
+                )
             )
         if sched.kind is JobKind.SAMPLE and (sched.scope.families is not None or sched.scope.controls is not None):
             problems.append(

@@ -509,6 +509,52 @@ def data_import(
     )
 
 
+@data.command("update")
+@config_option
+@click.option("--dry-run", is_flag=True, help="read and check every source, show what would change, write nothing")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="file to write (default: exposure.version_data.path of the config)",
+)
+def data_update(config_path: Path | None, dry_run: bool, out: Path | None) -> None:
+    """Refresh the version data online: endoflife.date, CISA KEV and NVD (exposure.version_data.update).
+
+    Every answer must be good, or nothing changes (exit 3). The file is replaced atomically; the previous one is
+    kept as <file>.prev."""
+    from scanner.textsafe import clean_text  # answers from the network are shown cleaned, like target text
+    from scanner.versiondata.update import UpdateError, run_update
+
+    with _user_errors():
+        cfg, configured = _version_data_target(config_path)
+        target = out or configured
+        if target is None:
+            raise InputError.single(
+                "nowhere to write the version data",
+                hint="set exposure.version_data.path in config.yaml (scans then use it) or pass --out FILE",
+            )
+        try:
+            result = run_update(cfg, target, dry_run=dry_run, log=lambda m: click.echo(clean_text(m), err=True))
+        except UpdateError as exc:
+            click.echo(f"error: data update: {clean_text(str(exc))}", err=True)
+            click.echo(f"the version data was not changed: {target}", err=True)
+            sys.exit(EXIT_INCOMPLETE)
+    for line in result.diff.lines():
+        click.echo(clean_text(line))
+    if result.not_online:
+        click.echo(f"kept as they were (not on endoflife.date): {', '.join(result.not_online)}")
+    info = result.data.info()
+    summary = (
+        f"{len(result.refreshed)} products from endoflife.date, KEV catalogue {result.kev_catalogue} "
+        f"({result.kev_listed} entries), {result.nvd_requests} NVD records; {info['kev_entries']} KEV entries in the data"
+    )
+    if not result.written:
+        click.echo(f"dry run: {summary}; nothing written to {target}")
+        return
+    kept = f" (previous file kept as {result.previous})" if result.previous is not None else ""
+    click.echo(f"wrote {target}: data {info['data_version']}, {summary}{kept}")
+
+
 @main.command()
 @click.option("--probe", help="only this probe kind")
 def facts(probe: str | None) -> None:

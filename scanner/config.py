@@ -342,6 +342,18 @@ def load_config(path: Path) -> Config:
                 "name a PEM file of trusted roots (relative paths are relative to config.yaml's folder)",
             )
         )
+    update_bundle = cfg.exposure.version_data.update.ca_bundle
+    if (
+        update_bundle is not None
+        and not (update_bundle if update_bundle.is_absolute() else path.resolve().parent / update_bundle).is_file()
+    ):
+        problems.append(
+            loaded.problem(
+                ("exposure", "version_data", "update", "ca_bundle"),
+                "exposure.version_data.update.ca_bundle: file not found",
+                "name a PEM file of trusted roots (relative paths are relative to config.yaml's folder)",
+            )
+        )
     if problems:
         raise InputError(problems)
     return cfg.model_copy(update={"base_dir": path.resolve().parent, "source": path.resolve()})

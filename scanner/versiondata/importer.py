@@ -35,6 +35,33 @@ SLUG_ALIASES: Mapping[str, str] = {
     "temurin": "openjdk",
 }
 
+# The endoflife.date product each data product is refreshed from by `hcscan data update` (API v1 slug; the names of
+# endoflife.date's products/*.md). A product not listed keeps its cycles as they are: it is not on endoflife.date
+# (OpenSSH and Samba were removed from it; Mirth Connect, DICOM servers, NetScaler, Ivanti, Cisco ASA never were)
+# or not in the same shape (IIS versions follow Windows Server releases). Add a product when endoflife.date has it.
+ENDOFLIFE_SLUGS: Mapping[str, str] = {
+    "openssl": "openssl",
+    "nginx": "nginx",
+    "apache-httpd": "apache-http-server",
+    "tomcat": "tomcat",
+    "postgresql": "postgresql",
+    "mysql": "mysql",
+    "mariadb": "mariadb",
+    "mssql": "mssqlserver",
+    "windows-server": "windows-server",
+    "ubuntu": "ubuntu",
+    "debian": "debian",
+    "rhel": "rhel",
+    "php": "php",
+    "nodejs": "nodejs",
+    "openjdk": "eclipse-temurin",
+    "exchange": "msexchange",
+    "fortios": "fortios",
+    "pan-os": "pan-os",
+    "vmware-esxi": "vmware-esxi",
+    "vmware-vcenter": "vmware-vcenter",
+}
+
 
 def _read_json(path: Path) -> Any:
     try:
@@ -168,6 +195,9 @@ def _cpe22_key(prefix: str) -> tuple[str, str, str] | None:
     return parts[1][1:], parts[2], parts[3]
 
 
+NVD_CHECKED = "NVD CVE API 2.0 configurations (cpeMatch)"  # `checked` of KEV entries whose ranges NVD gave
+
+
 def kev_entries(kev: Any, nvd_docs: Sequence[Any], products: Iterable[Product], kev_file: Path) -> list[KevEntry]:
     """Join KEV CVE ids to NVD cpeMatch ranges of products in the data."""
     if not isinstance(kev, dict) or not isinstance(kev.get("vulnerabilities"), list):
@@ -217,9 +247,115 @@ def kev_entries(kev: Any, nvd_docs: Sequence[Any], products: Iterable[Product], 
                 name=str(k.get("vulnerabilityName", ""))[:200],
                 date_added=_day(k.get("dateAdded")),
                 versions=ranges,
+                checked=NVD_CHECKED,
             )
         )
     return entries
+
+
+def apply_endoflife(
+    data: dict[str, Any], pid: str, cycles: Sequence[Cycle], *, file: Path, source_id: str, label: str, today: dt.date
+) -> str:
+    """Lay one product's endoflife.date cycles over `data` (a dumped VersionDataFile); record the source.
+
+    The product's `as_of` becomes the newest date the export states. Returns what happened to the cycles."""
+    product = next((p for p in data["products"] if p["id"] == pid), None)
+    if product is None:
+        raise InputError.single(f"no product '{pid}' in the version data for this export", file=file)
+    if not cycles:
+        raise InputError.single("the export lists no release cycles", file=file)
+    product["cycles"], merged = merge_cycles(product["cycles"], cycles, file)
+    product["source"] = source_id
+    dates = [d for c in cycles for d in (c.latest_date, c.released) if d is not None]
+    newest = max(dates, default=None)
+    product["as_of"] = (newest or today).isoformat()
+    data["sources"] = [s for s in data["sources"] if s["id"] != source_id] + [
+        {"id": source_id, "url": f"{label} ({merged})", "retrieved": today.isoformat()}
+    ]
+    return merged
+
+
+def checked_by_hand(entry: Mapping[str, Any]) -> bool:
+    """A KEV entry whose ranges someone checked against the vendor's advisory (not taken from NVD)."""
+    return bool(entry.get("checked")) and entry.get("checked") != NVD_CHECKED
+
+
+def merge_kev(
+    previous: Sequence[Mapping[str, Any]], joined: Sequence[KevEntry], listed: set[str]
+) -> list[dict[str, Any]]:
+    """The KEV entries after a refresh, by (CVE, product); an entry whose CVE left the catalogue is dropped.
+
+    An earlier entry checked against a vendor advisory (`checked` is not NVD) is kept as it is; one whose ranges
+    were unknown (`unverified`) is kept unless NVD now gives ranges; one taken from NVD before is replaced by what
+    NVD says now (and dropped if NVD no longer names a range for the product). New joined entries are added."""
+    fresh = {(k.cve, k.product): k.model_dump(mode="json", exclude_none=True, exclude_defaults=True) for k in joined}
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for k in previous:
+        key = (str(k["cve"]), str(k["product"]))
+        if key[0] not in listed:
+            continue
+        if checked_by_hand(k) or (k.get("unverified") and key not in fresh):
+            out[key] = dict(k)
+    for key, entry in fresh.items():
+        out.setdefault(key, entry)
+    return [out[key] for key in sorted(out)]
+
+
+def apply_kev(
+    data: dict[str, Any],
+    kev: Any,
+    nvd_docs: Sequence[Any],
+    *,
+    kev_file: Path,
+    kev_label: str,
+    nvd_label: str,
+    today: dt.date,
+) -> None:
+    """Join the KEV catalogue to NVD ranges of the data's products and merge the entries into `data`."""
+    loaded = [Product.model_validate(p) for p in data["products"]]
+    joined = kev_entries(kev, nvd_docs, loaded, kev_file)
+    listed = {str(v.get("cveID")) for v in kev["vulnerabilities"] if isinstance(v, dict)}
+    data["kev"] = merge_kev(data.get("kev", []), joined, listed)
+    released = _day(kev.get("dateReleased"))  # the catalogue's own date: how current the KEV knowledge is
+    data["kev_snapshot"] = (
+        {
+            "catalog_version": str(kev.get("catalogVersion") or released),
+            "date_released": released.isoformat(),
+            "source": "cisa-kev",
+            "count": len(kev["vulnerabilities"]),
+        }
+        if released is not None
+        else None  # an export without its date: PAT-05 then cannot tell the age, and says so
+    )
+    data["sources"] = [s for s in data["sources"] if s["id"] not in ("cisa-kev", "nvd")] + [
+        {"id": "cisa-kev", "url": kev_label, "retrieved": today.isoformat()},
+        {"id": "nvd", "url": nvd_label, "retrieved": today.isoformat()},
+    ]
+
+
+def render_version_data(data: dict[str, Any], today: dt.date, writer: str) -> str:
+    """Stamp `data` with today's date and version and render it as the YAML file's text."""
+    data["generated"] = today.isoformat()
+    data["data_version"] = today.strftime("%Y.%m.%d")
+    return f"# hcscan version data, written by `{writer}`.\n" + dump_yaml(data)
+
+
+def write_version_data(text: str, out: Path) -> VersionData:
+    """Write `text` to `out` atomically; a text that does not load as version data never replaces a good file."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=".versions-", suffix=".yaml", dir=out.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        result = load_version_data(tmp)
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return VersionData(result.file, out)
 
 
 def import_data(
@@ -234,7 +370,7 @@ def import_data(
     """Merge the given exports into `base` and write `out` atomically; return the loaded result."""
     today = today or dt.datetime.now(dt.UTC).date()
     data = base.file.model_dump(mode="json")
-    products = {p["id"]: p for p in data["products"]}
+    products = {p["id"] for p in data["products"]}
     for file in endoflife:
         slug = file.stem
         pid = SLUG_ALIASES.get(slug, slug)
@@ -245,48 +381,25 @@ def import_data(
                 hint="name the file after the product id (`hcscan data info` lists them)",
             )
         cycles = cycles_from_endoflife(_read_json(file), file)
-        if not cycles:
-            raise InputError.single("the export lists no release cycles", file=file)
-        source_id = f"import-{pid}"
-        products[pid]["cycles"], merged = merge_cycles(products[pid]["cycles"], cycles, file)
-        products[pid]["source"] = source_id
-        dates = [d for c in cycles for d in (c.latest_date, c.released) if d is not None]
-        newest = max(dates, default=None)
-        products[pid]["as_of"] = (newest or today).isoformat()
-        data["sources"] = [s for s in data["sources"] if s["id"] != source_id] + [
-            {
-                "id": source_id,
-                "url": f"endoflife.date export {file.name} ({merged})",
-                "retrieved": today.isoformat(),
-            }
-        ]
+        apply_endoflife(
+            data,
+            pid,
+            cycles,
+            file=file,
+            source_id=f"import-{pid}",
+            label=f"endoflife.date export {file.name}",
+            today=today,
+        )
     if kev is not None:
-        nvd_docs = [_read_json(f) for f in nvd]
-        loaded = [Product.model_validate(p) for p in products.values()]
-        data["kev"] = [
-            k.model_dump(mode="json", exclude_none=True) for k in kev_entries(_read_json(kev), nvd_docs, loaded, kev)
-        ]
-        data["sources"] = [s for s in data["sources"] if s["id"] not in ("cisa-kev", "nvd")] + [
-            {"id": "cisa-kev", "url": f"CISA KEV export {kev.name}", "retrieved": today.isoformat()},
-            {"id": "nvd", "url": "NVD CVE 2.0 feeds " + ", ".join(f.name for f in nvd), "retrieved": today.isoformat()},
-        ]
+        apply_kev(
+            data,
+            _read_json(kev),
+            [_read_json(f) for f in nvd],
+            kev_file=kev,
+            kev_label=f"CISA KEV export {kev.name}",
+            nvd_label="NVD CVE 2.0 feeds " + ", ".join(f.name for f in nvd),
+            today=today,
+        )
     elif nvd:
         raise InputError.single("NVD feeds are only used to place KEV entries: give --kev too")
-    data["products"] = list(products.values())
-    data["generated"] = today.isoformat()
-    data["data_version"] = today.strftime("%Y.%m.%d")
-    text = "# hcscan version data, written by `hcscan data import`.\n" + dump_yaml(data)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=".versions-", suffix=".yaml", dir=out.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        result = load_version_data(tmp)  # a file that does not load never replaces a good one
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return VersionData(result.file, out)
+    return write_version_data(render_version_data(data, today, "hcscan data import"), out)
