@@ -178,6 +178,9 @@ def lifecycle(facts: Mapping[str, Any], params: Mapping[str, Any], now: datetime
         return _error(f"{label}: the end-of-life date of cycle {cycle} is unreadable ({eol!r}) {note}")
     ended = _ended(eol, today)
     if support == "unknown" and not ended:
+        declared = facts.get("patch.declared_package")
+        if isinstance(declared, dict) and declared.get("eol") is not None:
+            return _na(f"{label}: the system declares its end of life ({declared.get('eol')}), which PAT-03 judges")
         return _error(
             f"{label}: how long release line {cycle} is supported could not be checked (hcscan's data has no "
             f"support dates for {facts.get('patch.product_name')}); declare it under `software:` with the vendor's "

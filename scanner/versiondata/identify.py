@@ -310,6 +310,11 @@ def assess_declared(data: VersionData, item: dict[str, Any]) -> dict[str, Any]:
             out["behind_latest"] = _dotted_behind(version, str(item["latest"]))
         return out
     out.update(product_id=product.id, kind=product.kind, support=product.support, data_as_of=product.as_of.isoformat())
+    if product.support == "unknown" and out["lifecycle_source"] == "declared":
+        # hcscan knows the product but not how long it is supported: the vendor dates the inventory gives count.
+        if item.get("latest"):
+            out["behind_latest"] = _dotted_behind(version, str(item["latest"]))
+        return out
     cycle = data.cycle_for(product, version)
     if cycle is None:
         out["unknown_reason"] = f"{product.name} {version}: its release cycle is not in the version data"
