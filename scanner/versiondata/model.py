@@ -23,14 +23,6 @@ from scanner.yamlio import load_yaml, validate_model
 
 SCHEMA_VERSION = 1
 Support = Literal["dated", "newest-line", "unknown"]
-SUPPORT_MODELS: Mapping[str, str] = {
-    "dated": "each release cycle has its own end-of-life date (endoflife.date style)",
-    "newest-line": (
-        "no end of life is announced: only the newest release line is maintained, so every other line ended the day "
-        "the next one was released"
-    ),
-    "unknown": "hcscan could not check how long this product's releases are supported",
-}
 _PACKAGE_DATA = Path(__file__).resolve().parent / "data" / "versions.yaml"
 
 
