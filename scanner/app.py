@@ -109,6 +109,11 @@ def store_probes(engine: Engine, config: Config, now: Callable[[], datetime]) ->
     return {SlaProvider.kind: SlaProvider(engine, config.availability, now)}
 
 
+def volatile_facts(probes: Mapping[str, Probe]) -> frozenset[str]:
+    """The facts the probes declare volatile (FactSpec.volatile): readings kept as evidence, not digested."""
+    return frozenset(spec.name for probe in probes.values() for spec in probe.facts if spec.volatile)
+
+
 def plan_scan(
     ws: Workspace, selection: Selection, probe_protocols: Mapping[str, frozenset[str]]
 ) -> tuple[Plan, ScopedTargets]:
@@ -167,7 +172,7 @@ def run_scan(
         if on_run_started is not None:
             on_run_started(run_id)
         facts = gather_facts(plan, probes, probe_context(ws.config), progress)
-        records = judge_all(plan, facts, ws.waivers, started)
+        records = judge_all(plan, facts, ws.waivers, started, volatile_facts(probes))
         why = abandon() if abandon is not None else None
         if why is not None:
             retry_locked(lambda: repo.end_run(engine, run_id, repo.INTERRUPTED, why))

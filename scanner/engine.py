@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import traceback
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence, Set
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -264,9 +264,11 @@ def _apply_waiver(verdict: Verdict, check: PlannedCheck, waivers: Waivers, now: 
     evidence = {**verdict.evidence, "waiver": waiver.as_evidence(now)}
     if waiver.active(now):
         msg = f"waived until {waiver.expires} by {waiver.approved_by}: {waiver.reason} — finding: {verdict.message}"
-        return Verdict(Status.WAIVED, msg, {**evidence, "waiver_expires": str(waiver.expires)})
+        return replace(
+            verdict, status=Status.WAIVED, message=msg, evidence={**evidence, "waiver_expires": str(waiver.expires)}
+        )
     msg = f"{verdict.message} (waiver expired on {waiver.expires}: the finding counts again; it was approved by {waiver.approved_by})"
-    return Verdict(Status.FAIL, msg, evidence)
+    return replace(verdict, message=msg, evidence=evidence)
 
 
 def clean_outcome(outcome: ProbeOutcome) -> ProbeOutcome:
@@ -278,9 +280,14 @@ def clean_outcome(outcome: ProbeOutcome) -> ProbeOutcome:
 
 
 def judge_all(
-    plan: Plan, facts: Mapping[str, Mapping[str, ProbeOutcome]], waivers: Waivers, now: datetime
+    plan: Plan,
+    facts: Mapping[str, Mapping[str, ProbeOutcome]],
+    waivers: Waivers,
+    now: datetime,
+    volatile: Set[str] = frozenset(),
 ) -> list[FindingRecord]:
-    """Pure: every planned check gets exactly one record."""
+    """Pure: every planned check gets exactly one record. `volatile`: the fact names probes declare volatile
+    (FactSpec.volatile), marked on each record's evidence so the store leaves them out of the verdict digest."""
     records: list[FindingRecord] = []
     for check in plan.checks:
         control, ref = check.control, check.ref
@@ -312,6 +319,8 @@ def judge_all(
                 status=verdict.status,
                 message=verdict.message,
                 evidence=verdict.evidence,
+                outcome=verdict.outcome,
+                volatile=tuple(k for k in verdict.evidence if k in volatile),
             )
         )
     return records

@@ -26,6 +26,10 @@ class FindingRecord:
     status: Status
     message: str
     evidence: dict[str, Any] = field(default_factory=dict)
+    # What the verdict depends on besides status and evidence: how each of its comparisons came out (Verdict.outcome)
+    outcome: tuple[str, ...] = ()
+    # Evidence keys that are volatile readings (FactSpec.volatile): kept, but not part of the verdict's digest
+    volatile: tuple[str, ...] = ()
 
     @property
     def fingerprint(self) -> str:

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from scanner.checks.assertions import AssertionRuntimeError, EvalContext, Node, placeholders, render_message
+from scanner.checks.assertions import (
+    OPERATORS,
+    TRANSFORMS,
+    AllNode,
+    AnyNode,
+    AssertionRuntimeError,
+    EvalContext,
+    Leaf,
+    Node,
+    NotNode,
+    ParamRef,
+    placeholders,
+    render_message,
+)
 from scanner.checks.registry import CheckType
 from scanner.models import Status
 
@@ -19,6 +32,10 @@ class Verdict:
     status: Status
     message: str
     evidence: dict[str, Any]
+    # How each comparison of the rule came out, without the value compared ("fact lte 5: true"): with the status
+    # and the evidence that is not volatile, what the verdict depends on (the store's verdict digest). A reading
+    # that moves every scan (clock skew) changes the verdict only when it crosses the policy.
+    outcome: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -81,13 +98,68 @@ def _withheld_verdict(withheld: Mapping[str, str], evidence: dict[str, Any]) -> 
     return Verdict(Status.ERROR, f"could not assess: {reasons}", {**evidence, "withheld": dict(withheld)})
 
 
+def _leaves(node: Node | None) -> Iterator[Leaf]:
+    if isinstance(node, Leaf):
+        yield node
+    elif isinstance(node, AllNode | AnyNode):
+        for child in node.children:
+            yield from _leaves(child)
+    elif isinstance(node, NotNode):
+        yield from _leaves(node.child)
+
+
+def _leaf_outcome(leaf: Leaf, ctx: EvalContext) -> str:
+    operand = leaf.operand
+    if isinstance(operand, ParamRef):
+        if operand.name not in ctx.params:
+            return "error"
+        operand = ctx.params[operand.name]
+    raw = ctx.facts.get(leaf.fact)
+    check = OPERATORS[leaf.op].check
+    try:
+        if leaf.op == "exists":
+            return str(check(raw, operand)).lower()
+        if raw is None:
+            return "unknown"
+        value = TRANSFORMS[leaf.transform](raw, ctx.now) if leaf.transform else raw
+        return str(bool(check(value, operand))).lower()
+    except (AssertionRuntimeError, TypeError, ValueError):
+        return "error"
+
+
+def comparison_outcome(rule: Rule, ctx: EvalContext) -> tuple[str, ...]:
+    """Each comparison of the rule (its `when`, then its assertion), with the limit it compared against and
+    whether it held: true, false, unknown (no value) or error. Every comparison is evaluated on its own (no
+    short-circuit), so the outcome says which side of the policy every compared value is on."""
+    out: list[str] = []
+    for part, node in (("when", rule.when), ("assert", rule.assertion)):
+        for leaf in _leaves(node):
+            operand = leaf.operand
+            shown = (
+                f"param {operand.name}={ctx.params.get(operand.name)!r}"
+                if isinstance(operand, ParamRef)
+                else (getattr(operand, "pattern", None) or repr(operand))
+            )
+            transform = f" ({leaf.transform})" if leaf.transform else ""
+            out.append(f"{part}: {leaf.fact}{transform} {leaf.op} {shown}: {_leaf_outcome(leaf, ctx)}")
+    return tuple(out)
+
+
 def judge(rule: Rule, facts: Mapping[str, Any], params: Mapping[str, Any], now: datetime) -> Verdict:
     """Judge one control on one endpoint's facts. Pure: same inputs, same verdict.
 
     A fact the probe withheld (listed in its `<namespace>.withheld` fact) makes the verdict `error` with the
-    probe's reason, whatever the assertion would say of its null value."""
-    evidence = evidence_of(rule, facts)
+    probe's reason, whatever the assertion would say of its null value. The verdict carries the outcome of
+    each of the rule's comparisons (`Verdict.outcome`)."""
     ctx = EvalContext(facts=facts, params=params, now=now)
+    verdict = _judge(rule, facts, ctx)
+    if rule.assertion is None and rule.when is None:
+        return verdict
+    return replace(verdict, outcome=comparison_outcome(rule, ctx))
+
+
+def _judge(rule: Rule, facts: Mapping[str, Any], ctx: EvalContext) -> Verdict:
+    evidence = evidence_of(rule, facts)
     try:
         if rule.when is not None:
             when_withheld = withheld_reasons(rule.when.fact_names(), facts)
@@ -103,7 +175,7 @@ def judge(rule: Rule, facts: Mapping[str, Any], params: Mapping[str, Any], now: 
             return _withheld_verdict(withheld, evidence)
         if rule.check_type is not None:
             try:
-                result = rule.check_type.fn(facts, params, now)
+                result = rule.check_type.fn(facts, ctx.params, ctx.now)
             except Exception as exc:  # a site's check type is foreign code: its crash is `error`, not a pass
                 name = rule.check_type.name
                 return Verdict(Status.ERROR, f"could not assess: check type {name} raised {exc!r}", evidence)

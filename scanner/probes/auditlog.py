@@ -88,17 +88,28 @@ AUDITLOG_FACTS: tuple[FactSpec, ...] = (
     FactSpec("log.declared", "bool", "The system declares an audit_log backend in the inventory."),
     FactSpec("log.backend", "str", "Backend kind: syslog-files, fhir-auditevent or http-json.", True),
     FactSpec("log.source", "str", "Where the log was read: file path, or URL without query string.", True),
-    FactSpec("log.latest_event", "datetime", "Time of the newest event found (UTC).", True),
-    FactSpec("log.latest_event_age_hours", "float", "Hours from the newest event to the probe's clock.", True),
-    FactSpec("log.oldest_event", "datetime", "Time of the oldest retained event found (UTC).", True),
-    FactSpec("log.oldest_event_age_days", "float", "Days from the oldest retained event to the probe's clock.", True),
+    FactSpec("log.latest_event", "datetime", "Time of the newest event found (UTC).", True, volatile=True),
+    FactSpec(
+        "log.latest_event_age_hours", "float", "Hours from the newest event to the probe's clock.", True, volatile=True
+    ),
+    FactSpec("log.oldest_event", "datetime", "Time of the oldest retained event found (UTC).", True, volatile=True),
+    FactSpec(
+        "log.oldest_event_age_days",
+        "float",
+        "Days from the oldest retained event to the probe's clock.",
+        True,
+        volatile=True,
+    ),
     FactSpec(
         "log.latest_event_in",
         "str",
         "Where the newest event was found: the current file or a rotated one (syslog-files), else log.source.",
         True,
+        volatile=True,
     ),
-    FactSpec("log.oldest_event_in", "str", "Where the oldest event was found (as log.latest_event_in).", True),
+    FactSpec(
+        "log.oldest_event_in", "str", "Where the oldest event was found (as log.latest_event_in).", True, volatile=True
+    ),
     FactSpec(
         "log.files_unread",
         "list[str]",
@@ -110,19 +121,24 @@ AUDITLOG_FACTS: tuple[FactSpec, ...] = (
         "bool",
         "Some timestamps had no year (RFC 3164); the inferred year never makes an event look older than it is.",
     ),
-    FactSpec("log.sample.size", "int", "Recent events sampled for LOG-03 (at most audit_log.sample_size)."),
-    FactSpec("log.sample.complete", "int", "Sampled events that carry time, user, subject and action."),
+    FactSpec(
+        "log.sample.size", "int", "Recent events sampled for LOG-03 (at most audit_log.sample_size).", volatile=True
+    ),
+    FactSpec("log.sample.complete", "int", "Sampled events that carry time, user, subject and action.", volatile=True),
     FactSpec(
         "log.sample.missing_fields",
         "list[str]",
         "Of time, user, subject, action: those missing in at least one sampled event.",
     ),
-    FactSpec("log.sample.malformed", "int", "Lines/records in the sampled window that could not be parsed."),
+    FactSpec(
+        "log.sample.malformed", "int", "Lines/records in the sampled window that could not be parsed.", volatile=True
+    ),
     FactSpec(
         "log.sample.first_incomplete",
         "str",
         "The newest incomplete event: its time and what it lacks (no user or patient values are kept).",
         True,
+        volatile=True,
     ),
 )
 

@@ -321,20 +321,37 @@ SLA_FACTS: tuple[FactSpec, ...] = (
         "The measurement window, e.g. '30d' (config availability.window). The figures below "
         "are the endpoint's, or at system level (sla.basis 'service') the redundant service's.",
     ),
-    FactSpec("sla.window_start", "datetime", "Start of the window (UTC)."),
-    FactSpec("sla.window_end", "datetime", "End of the window: when the facts were computed (UTC)."),
+    FactSpec("sla.window_start", "datetime", "Start of the window (UTC).", volatile=True),
+    FactSpec("sla.window_end", "datetime", "End of the window: when the facts were computed (UTC).", volatile=True),
     FactSpec("sla.target_percent", "float", "SLA target: the system's sla_percent, else by criticality.", True),
     FactSpec("sla.target_source", "str", "Where the target came from: 'system' or 'criticality:<level>'."),
-    FactSpec("sla.measured_seconds", "float", "Window length minus declared maintenance (the SLA denominator)."),
-    FactSpec("sla.maintenance_seconds", "float", "Declared maintenance inside the window (removed)."),
-    FactSpec("sla.up_seconds", "float", "Time covered by up samples, outside maintenance."),
-    FactSpec("sla.down_seconds", "float", "Time covered by confirmed-down samples, outside maintenance."),
-    FactSpec("sla.unknown_seconds", "float", "Time no sample covers (scanner not running, endpoint new)."),
-    FactSpec("sla.lower_percent", "float", "up / measured: availability if all unknown time was down.", True),
-    FactSpec("sla.upper_percent", "float", "(up + unknown) / measured: availability if it was all up.", True),
-    FactSpec("sla.coverage_percent", "float", "(up + down) / measured: how much of the window was seen.", True),
-    FactSpec("sla.samples", "int", "Samples stored for the endpoint in the hours overlapping the window."),
-    FactSpec("sla.last_sample_at", "datetime", "Time of the endpoint's newest sample.", True),
+    FactSpec(
+        "sla.measured_seconds",
+        "float",
+        "Window length minus declared maintenance (the SLA denominator).",
+        volatile=True,
+    ),
+    FactSpec("sla.maintenance_seconds", "float", "Declared maintenance inside the window (removed).", volatile=True),
+    FactSpec("sla.up_seconds", "float", "Time covered by up samples, outside maintenance.", volatile=True),
+    FactSpec(
+        "sla.down_seconds", "float", "Time covered by confirmed-down samples, outside maintenance.", volatile=True
+    ),
+    FactSpec(
+        "sla.unknown_seconds", "float", "Time no sample covers (scanner not running, endpoint new).", volatile=True
+    ),
+    FactSpec(
+        "sla.lower_percent", "float", "up / measured: availability if all unknown time was down.", True, volatile=True
+    ),
+    FactSpec(
+        "sla.upper_percent", "float", "(up + unknown) / measured: availability if it was all up.", True, volatile=True
+    ),
+    FactSpec(
+        "sla.coverage_percent", "float", "(up + down) / measured: how much of the window was seen.", True, volatile=True
+    ),
+    FactSpec(
+        "sla.samples", "int", "Samples stored for the endpoint in the hours overlapping the window.", volatile=True
+    ),
+    FactSpec("sla.last_sample_at", "datetime", "Time of the endpoint's newest sample.", True, volatile=True),
     FactSpec("sla.outage_count", "int", "Down periods (consecutive confirmed downs) overlapping the window."),
     FactSpec("sla.longest_outage_seconds", "float", "Longest outage inside the window (maintenance removed)."),
     FactSpec(
@@ -343,13 +360,22 @@ SLA_FACTS: tuple[FactSpec, ...] = (
         "Up to 20 longest outages: {start, end, seconds, ongoing, ended_by: up|unknown}, clipped to the window.",
     ),
     FactSpec("sla.latency_budget_ms", "int", "The system's declared p95 latency budget (AVL-03).", True),
-    FactSpec("sla.latency_samples", "int", "Up samples with a latency in the hours overlapping the window."),
-    FactSpec("sla.latency_p95_low_ms", "float", "p95 latency is above this (histogram bucket lower edge).", True),
+    FactSpec(
+        "sla.latency_samples", "int", "Up samples with a latency in the hours overlapping the window.", volatile=True
+    ),
+    FactSpec(
+        "sla.latency_p95_low_ms",
+        "float",
+        "p95 latency is above this (histogram bucket lower edge).",
+        True,
+        volatile=True,
+    ),
     FactSpec(
         "sla.latency_p95_high_ms",
         "float",
         "p95 latency is at most this (bucket upper edge); null when above the largest bucket edge.",
         True,
+        volatile=True,
     ),
     FactSpec(
         "sla.basis",

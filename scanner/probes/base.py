@@ -146,6 +146,10 @@ class FactSpec:
     type: str  # "bool", "int", "float", "str", "datetime", "list[str]", "list[object]", "object"
     description: str
     nullable: bool = False
+    # A reading that moves from scan to scan on a steady target (clock skew, latency, uptime, a timestamp, the
+    # hash of a raw nmap XML). It is never part of a verdict's digest: only the verdict's comparison of it against
+    # the policy is, and the latest reading is kept as evidence of the latest verification (finding_state).
+    volatile: bool = False
 
 
 class Probe(Protocol):

@@ -327,8 +327,10 @@ class DicomProbe:
         FactSpec(
             "dicom.echo_status", "int", "Status of the C-ECHO over an accepted TLS association (0: success).", True
         ),
-        FactSpec("dicom.ping_output", "str", "nmap dicom-ping output (evidence).", True),
-        FactSpec("dicom.nmap_xml_sha256", "str", "SHA-256 of the raw nmap XML of the dicom-ping run.", True),
+        FactSpec("dicom.ping_output", "str", "nmap dicom-ping output (evidence).", True, volatile=True),
+        FactSpec(
+            "dicom.nmap_xml_sha256", "str", "SHA-256 of the raw nmap XML of the dicom-ping run.", True, volatile=True
+        ),
     )
 
     def gather(self, targets: Sequence[Target], ctx: ProbeContext) -> dict[str, ProbeOutcome]:

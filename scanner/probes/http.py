@@ -430,13 +430,16 @@ class HttpProbe:
             "http.hsts.include_subdomains", "bool", "The (valid) HSTS header has the includeSubDomains directive."
         ),
         FactSpec("http.server", "str", "The Server header, truncated to 200 characters.", nullable=True),
-        FactSpec("http.date", "str", "The raw Date header (truncated to 200 characters).", nullable=True),
+        FactSpec(
+            "http.date", "str", "The raw Date header (truncated to 200 characters).", nullable=True, volatile=True
+        ),
         FactSpec(
             "http.clock_skew_seconds",
             "float",
             "Server Date minus local time when the response arrived (positive: server clock ahead); "
             "null when Date is missing or unparsable. Date has one-second resolution.",
             nullable=True,
+            volatile=True,
         ),
     )
 

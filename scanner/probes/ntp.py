@@ -29,11 +29,19 @@ NTP_EPOCH_OFFSET = 2_208_988_800  # seconds from 1900-01-01 to 1970-01-01
 _PACKET = struct.Struct("!BBbb11I")  # LI/VN/mode, stratum, poll, precision, 11 × 32-bit words
 
 FACTS: Sequence[FactSpec] = (
-    FactSpec("ntp.offset_seconds", "float", "Server clock minus local clock (RFC 4330 offset), seconds."),
-    FactSpec("ntp.delay_seconds", "float", "Round-trip delay of the query, seconds."),
+    FactSpec(
+        "ntp.offset_seconds", "float", "Server clock minus local clock (RFC 4330 offset), seconds.", volatile=True
+    ),
+    FactSpec("ntp.delay_seconds", "float", "Round-trip delay of the query, seconds.", volatile=True),
     FactSpec("ntp.stratum", "int", "Stratum the server reports (1 = primary reference; 16 = unsynchronised)."),
     FactSpec("ntp.synchronized", "bool", "Leap indicator is not 3 (alarm) and stratum is 1..15."),
-    FactSpec("ntp.reference_id", "str", "Reference identifier (refid) as text or dotted address.", nullable=True),
+    FactSpec(
+        "ntp.reference_id",
+        "str",
+        "Reference identifier (refid) as text or dotted address.",
+        nullable=True,
+        volatile=True,
+    ),
 )
 
 

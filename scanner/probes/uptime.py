@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import io
 import ipaddress
+import logging
 import os
 import re
+import time
 import traceback
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -52,10 +54,11 @@ from scanner.probes.base import (
     declared_ports,
     system_hosts,
 )
-from scanner.probes.nmap import NmapArgumentError, NmapError, run_nmap
+from scanner.probes.nmap import NMAP_MAX_PROCESSES, NmapArgumentError, NmapError, process_limit, run_nmap
 
-NMAP_MAX_PROCESSES = 3
 MAX_HOSTS_PER_RUN = 64
+UPTIME_HOSTGROUP = 16  # hosts nmap looks at side by side; it writes each group when done (kept if a run is cut)
+log = logging.getLogger("hcscan.probes.uptime")
 SECONDS_PER_DAY = 86_400
 COUNTER_RANGE = 2**32  # TCP timestamps are 32-bit
 BOUNDING_WRAP_DAYS = 365  # a clock that wraps sooner cannot rule out that the host has run a whole wrap longer
@@ -74,6 +77,7 @@ FACTS: tuple[FactSpec, ...] = (
         "float",
         "The longest uptime the readings prove (a lower bound), in days, rounded down (6 decimals): an hour is 0.041666.",
         True,
+        volatile=True,
     ),
     FactSpec(
         "uptime.max_days",
@@ -81,18 +85,28 @@ FACTS: tuple[FactSpec, ...] = (
         "The longest uptime of the system's hosts, in days, when the readings bound every host from above "
         "(every host read, on clocks that wrap no sooner than a year), rounded up (6 decimals); null otherwise.",
         True,
+        volatile=True,
     ),
-    FactSpec("uptime.longest_host", "str", "The host with the longest reading.", True),
-    FactSpec("uptime.last_boot", "str", "nmap's last-boot time of that host (its clock, as nmap prints it).", True),
-    FactSpec("uptime.unbounded", "list[str]", "Why the uptime cannot be bounded from above, per host."),
+    FactSpec("uptime.longest_host", "str", "The host with the longest reading.", True, volatile=True),
+    FactSpec(
+        "uptime.last_boot",
+        "str",
+        "nmap's last-boot time of that host (its clock, as nmap prints it).",
+        True,
+        volatile=True,
+    ),
+    FactSpec("uptime.unbounded", "list[str]", "Why the uptime cannot be bounded from above, per host.", volatile=True),
     FactSpec(
         "uptime.hosts",
         "list[object]",
         "Per host: address, estimated, seconds, last_boot, timestamp_clock (nmap's tcptssequence class), "
         "wraps_after_days, why.",
+        volatile=True,
     ),
     FactSpec("uptime.unestimated", "list[str]", "Hosts without a reading, each with the reason."),
-    FactSpec("uptime.nmap_xml_sha256", "list[str]", "SHA-256 of each raw nmap XML the readings come from."),
+    FactSpec(
+        "uptime.nmap_xml_sha256", "list[str]", "SHA-256 of each raw nmap XML the readings come from.", volatile=True
+    ),
 )
 
 
@@ -158,7 +172,10 @@ def parse_uptime_xml(xml: str) -> UptimeScan:
                 )
             elem.clear()
     except Exception as exc:  # defusedxml and expat raise several types; all mean "unusable output"
-        raise NmapError(ProbeErrorReason.TOOL_FAILED, f"unreadable nmap XML: {exc}") from exc
+        if not hosts:
+            raise NmapError(ProbeErrorReason.TOOL_FAILED, f"unreadable nmap XML: {exc}") from exc
+        # Output cut short (a run stopped at its time limit): the hosts written in full hold, the run is unfinished.
+        finished_ok, error_message = False, f"nmap XML cut short: {exc}"
     return UptimeScan(hosts, finished_ok, error_message)
 
 
@@ -366,9 +383,10 @@ class UptimeProbe:
     def gather(self, targets: Sequence[Target], ctx: ProbeContext) -> dict[str, ProbeOutcome]:
         plan = plan_runs(targets, self.privileged)
         results: dict[str, ProbeOutcome] = dict(plan.skipped)
-        done: list[tuple[UptimeScan, str] | ProbeError] = []
+        done: list[tuple[UptimeScan, str, str | None] | ProbeError] = []
+        runs = len(plan.runs)
         with ThreadPoolExecutor(max_workers=NMAP_MAX_PROCESSES, thread_name_prefix="hcscan-uptime") as pool:
-            for future in [pool.submit(self._run, run, ctx) for run in plan.runs]:
+            for future in [pool.submit(self._run, r, ctx, f"{i}/{runs}") for i, r in enumerate(plan.runs, start=1)]:
                 try:
                     done.append(future.result())
                 except NmapError as exc:
@@ -386,30 +404,50 @@ class UptimeProbe:
                 if isinstance(outcome, ProbeError):
                     failure = failure or outcome
                     continue
-                scan, sha = outcome
+                scan, sha, cut_short = outcome
                 if address in scan.hosts:
                     found[address] = scan.hosts[address]
+                elif cut_short is not None:  # the run was stopped before nmap had finished this host
+                    failure = failure or ProbeError(
+                        ProbeErrorReason.TIMEOUT, f"{cut_short}; it had not finished {address}"
+                    )
                 hashes.append(sha)
             results[key] = failure or system_outcome([a for a, _ in members], found, hashes)
         return results
 
     @staticmethod
-    def _run(planned: UptimeRun, ctx: ProbeContext) -> tuple[UptimeScan, str]:
+    def _run(planned: UptimeRun, ctx: ProbeContext, label: str = "1/1") -> tuple[UptimeScan, str, str | None]:
+        host_timeout = max(30.0, planned.politeness.timeout_s * 6)
+        groups = -(-len(planned.hosts) // UPTIME_HOSTGROUP)
+        started = time.monotonic()
         try:
             run = run_nmap(
                 planned.hosts,
                 planned.ports,
                 politeness=planned.politeness,
                 extra=OS_DETECTION_ARGS,
-                timeout_s=max(30.0, planned.politeness.timeout_s * 6),
+                timeout_s=host_timeout,
                 nmap_path=ctx.nmap_path,
                 systems=planned.systems,
+                hostgroup=UPTIME_HOSTGROUP,
+                # each group ends by nmap's host timeout, the groups one after another: the limit follows the size
+                process_timeout_s=groups * (host_timeout + 15) + process_limit(host_timeout) - host_timeout - 15,
+                keep_partial=True,
             )
         except NmapError as exc:
             if "privileges" in exc.detail:  # nmap: "TCP/IP fingerprinting (for OS scan) requires root privileges."
                 raise NmapError(exc.reason, f"{PRIVILEGE_HINT} (nmap: {exc.detail})") from exc
             raise
         scan = parse_uptime_xml(run.xml)
-        if not scan.finished_ok:
+        if run.cut_short is None and not scan.finished_ok:
             raise NmapError(ProbeErrorReason.TOOL_FAILED, scan.error_message or "nmap did not finish")
-        return scan, run.xml_sha256
+        unfinished = len(set(planned.hosts) - set(scan.hosts)) if run.cut_short else 0
+        log.log(
+            logging.WARNING if unfinished else logging.INFO,
+            "uptime run %s: %d hosts in %.1f s%s",
+            label,
+            len(planned.hosts),
+            time.monotonic() - started,
+            f"; {run.cut_short}, {unfinished} hosts unfinished" if unfinished else "",
+        )
+        return scan, run.xml_sha256, run.cut_short

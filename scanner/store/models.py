@@ -105,6 +105,10 @@ class FindingState(SQLModel, table=True):
     verdict_digest: str = ""
     severity: str = ""
     family: str = ""
+    # The volatile readings (probes' FactSpec.volatile: clock skew, uptime, timestamps…) of the run that last
+    # verified this verdict, replaced as a whole on every run: they are not part of the digest, so an unchanged
+    # verdict writes no finding row, but the latest measurement is kept. None: the verdict has no such evidence.
+    latest_evidence: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
 
 
 class ControlDef(SQLModel, table=True):

@@ -169,10 +169,26 @@ def _failed_before(session: Session, records: Sequence[FindingRecord], existing:
     return found
 
 
-def verdict_digest(status: str, message: str, evidence: dict[str, Any]) -> str:
-    """What makes two verdicts the same: an unchanged verdict writes no new finding row, only lifecycle."""
-    blob = json.dumps([status, message, evidence], sort_keys=True, default=str, separators=(",", ":"))
+def verdict_digest(
+    status: str, evidence: dict[str, Any], volatile: Iterable[str] = (), outcome: Sequence[str] = ()
+) -> str:
+    """What makes two verdicts the same: an unchanged verdict writes no new finding row, only lifecycle.
+
+    Built from what the verdict depends on: its status, its evidence except the volatile readings (clock skew,
+    uptime, timestamps: they move every scan on a steady host) and how each of its comparisons came out against
+    the policy (FindingRecord.outcome) — so a skew of -0.63 s then -0.41 s is the same verdict, and a skew that
+    crosses the limit is not. Not the message: it embeds the readings (the evidence holds what it was made of).
+    """
+    skip = set(volatile)
+    stable = {k: v for k, v in evidence.items() if k not in skip}
+    blob = json.dumps(["v2", status, stable, list(outcome)], sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+def latest_evidence(evidence: dict[str, Any], volatile: Iterable[str]) -> dict[str, Any] | None:
+    """The volatile readings of this verification, kept on the finding's state (None when it has none)."""
+    found = {k: evidence[k] for k in volatile if k in evidence}
+    return found or None
 
 
 def _weight(severity: str, criticality: str) -> int:
@@ -260,7 +276,8 @@ def complete_run(
             # Target text was cleaned where it entered (engine.clean_outcome); messages also carry waiver reasons
             # and exception texts, so the store keeps the guarantee for everything it holds.
             message, evidence = clean_text(rec.message), clean_value(rec.evidence)
-            digest = verdict_digest(status, message, evidence)
+            digest = verdict_digest(status, evidence, rec.volatile, rec.outcome)
+            latest = latest_evidence(evidence, rec.volatile)
             if prev is None or prev.verdict_digest != digest or prev.finding_id is None:
                 digests[rec.fingerprint] = digest
                 finding_rows.append(
@@ -300,11 +317,14 @@ def complete_run(
                         "verdict_digest": digest,
                         "severity": rec.severity,
                         "family": rec.family,
+                        "latest_evidence": latest,
                     }
                 )
             else:
                 prev.status = status
                 prev.last_verified_at = when
+                if prev.latest_evidence != latest:  # a new object, never an in-place edit (JSON columns)
+                    prev.latest_evidence = latest
                 prev.last_run_id = run_id
                 prev.severity = rec.severity
                 prev.family = rec.family
