@@ -541,6 +541,8 @@ def data_update(config_path: Path | None, dry_run: bool, out: Path | None) -> No
             sys.exit(EXIT_INCOMPLETE)
     for line in result.diff.lines():
         click.echo(clean_text(line))
+    for note in result.left_out:
+        click.echo(clean_text(f"not taken from endoflife.date: {note}"))
     if result.not_online:
         click.echo(f"kept as they were (not on endoflife.date): {', '.join(result.not_online)}")
     info = result.data.info()

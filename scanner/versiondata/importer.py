@@ -61,6 +61,12 @@ ENDOFLIFE_SLUGS: Mapping[str, str] = {
     "vmware-esxi": "vmware-esxi",
     "vmware-vcenter": "vmware-vcenter",
 }
+# Products whose `eol` in the data is endoflife.date's end of *extended* support (v1 eoesFrom/isEoes, v0
+# extendedSupport) where a release states one: Debian's is the end of Debian LTS.
+ENDOFLIFE_EXTENDED_EOL: frozenset[str] = frozenset({"debian"})
+# Products whose endoflife.date `latest` is not a patch level and is not taken (Windows Server: the release's base
+# build, 10.0.26100, which every patched build is "at or above").
+ENDOFLIFE_NO_LATEST: frozenset[str] = frozenset({"windows-server"})
 
 
 def _read_json(path: Path) -> Any:
@@ -87,14 +93,20 @@ def _day(value: Any) -> dt.date | None:
     return d if isinstance(d, dt.date) else None
 
 
-def cycles_from_endoflife(doc: Any, file: Path) -> list[Cycle]:
-    """Cycles from an endoflife.date export (API v0 list of cycles, or API v1 product document)."""
+def cycles_from_endoflife(doc: Any, file: Path, product_id: str | None = None) -> list[Cycle]:
+    """Cycles from an endoflife.date export (API v0 list of cycles, or API v1 product document).
+
+    `product_id` picks the end of support the data means (ENDOFLIFE_EXTENDED_EOL) and drops a `latest` that is not a
+    patch level (ENDOFLIFE_NO_LATEST)."""
+    extended = product_id in ENDOFLIFE_EXTENDED_EOL
+    no_latest = product_id in ENDOFLIFE_NO_LATEST
     if isinstance(doc, dict) and isinstance(doc.get("result"), dict):
         rows = doc["result"].get("releases") or []
         out = []
         for r in rows:
-            latest = r.get("latest") or {}
-            eol = r.get("eolFrom") or (True if r.get("isEol") else False if r.get("isEol") is False else None)
+            latest = {} if no_latest else (r.get("latest") or {})
+            end, flag = ("eoesFrom", "isEoes") if extended and r.get("isEoes") is not None else ("eolFrom", "isEol")
+            eol = r.get(end) or (True if r.get(flag) else False if r.get(flag) is False else None)
             out.append(
                 Cycle(
                     cycle=str(r["name"]),
@@ -110,14 +122,14 @@ def cycles_from_endoflife(doc: Any, file: Path) -> list[Cycle]:
         for r in doc:
             if not isinstance(r, dict) or "cycle" not in r:
                 raise InputError.single("endoflife.date export: every entry needs a 'cycle'", file=file)
-            eol = r.get("eol")
+            eol = r["extendedSupport"] if extended and r.get("extendedSupport") is not None else r.get("eol")
             out.append(
                 Cycle(
                     cycle=str(r["cycle"]),
                     released=_day(r.get("releaseDate")),
                     eol=_date_or_bool(eol),  # false: no end announced (it replaces an older date)
-                    latest=str(r["latest"]) if r.get("latest") else None,
-                    latest_date=_day(r.get("latestReleaseDate")),
+                    latest=str(r["latest"]) if r.get("latest") and not no_latest else None,
+                    latest_date=None if no_latest else _day(r.get("latestReleaseDate")),
                 )
             )
         return out
@@ -254,11 +266,20 @@ def kev_entries(kev: Any, nvd_docs: Sequence[Any], products: Iterable[Product], 
 
 
 def apply_endoflife(
-    data: dict[str, Any], pid: str, cycles: Sequence[Cycle], *, file: Path, source_id: str, label: str, today: dt.date
+    data: dict[str, Any],
+    pid: str,
+    cycles: Sequence[Cycle],
+    *,
+    file: Path,
+    source_id: str,
+    label: str,
+    today: dt.date,
+    as_of: dt.date | None = None,
 ) -> str:
     """Lay one product's endoflife.date cycles over `data` (a dumped VersionDataFile); record the source.
 
-    The product's `as_of` becomes the newest date the export states. Returns what happened to the cycles."""
+    The product's `as_of` becomes `as_of` (the day the source was current to, when it says), else the newest date
+    the export states. Returns what happened to the cycles."""
     product = next((p for p in data["products"] if p["id"] == pid), None)
     if product is None:
         raise InputError.single(f"no product '{pid}' in the version data for this export", file=file)
@@ -268,7 +289,7 @@ def apply_endoflife(
     product["source"] = source_id
     dates = [d for c in cycles for d in (c.latest_date, c.released) if d is not None]
     newest = max(dates, default=None)
-    product["as_of"] = (newest or today).isoformat()
+    product["as_of"] = (as_of or newest or today).isoformat()
     data["sources"] = [s for s in data["sources"] if s["id"] != source_id] + [
         {"id": source_id, "url": f"{label} ({merged})", "retrieved": today.isoformat()}
     ]
@@ -380,7 +401,7 @@ def import_data(
                 file=file,
                 hint="name the file after the product id (`hcscan data info` lists them)",
             )
-        cycles = cycles_from_endoflife(_read_json(file), file)
+        cycles = cycles_from_endoflife(_read_json(file), file, pid)
         apply_endoflife(
             data,
             pid,

@@ -43,7 +43,8 @@ from scanner.versiondata.importer import (
     render_version_data,
     write_version_data,
 )
-from scanner.versiondata.model import Product, VersionData, VersionDataFile, load_version_data
+from scanner.versiondata.model import Cycle, Product, VersionData, VersionDataFile, load_version_data
+from scanner.versiondata.schemes import VersionParseError, VersionScheme, scheme_for
 
 if TYPE_CHECKING:
     from scanner.config import Config
@@ -55,6 +56,7 @@ NVD_LIMIT_WITH_KEY = 50
 _CVE = re.compile(r"^CVE-\d{4}-\d{4,}$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+ -]{0,63}$")  # cycle and release names as endoflife.date writes them
+_PRINTABLE = re.compile(r"^[\x20-\x7e]{1,120}$")  # any other text in a name is a broken or hostile answer
 
 
 class UpdateError(Exception):
@@ -207,6 +209,9 @@ def _check_endoflife(doc: Any, slug: str, url: str) -> None:
     result = doc.get("result") if isinstance(doc, dict) else None
     if not isinstance(result, dict) or not isinstance(result.get("releases"), list):
         raise UpdateError(f"{what}: {url} is not an endoflife.date API v1 product ({{result: {{releases: […]}}}})")
+    generated = doc.get("generated_at")
+    if generated is not None and not (isinstance(generated, str) and _DATE.match(generated)):
+        raise UpdateError(f"{what}: {url} has a malformed generated_at")
     if result.get("name") != slug:
         raise UpdateError(f"{what}: {url} answered for product {str(result.get('name'))[:80]!r}, not {slug!r}")
     releases = result["releases"]
@@ -218,10 +223,10 @@ def _check_endoflife(doc: Any, slug: str, url: str) -> None:
         latest = r.get("latest")
         latest_name = latest.get("name") if isinstance(latest, dict) else None
         if latest is not None and not (
-            latest_name is None or (isinstance(latest_name, str) and _NAME.match(latest_name))
+            latest_name is None or (isinstance(latest_name, str) and _PRINTABLE.match(latest_name))
         ):
             raise UpdateError(f"{what}: release {r['name']!r} has a malformed 'latest'")
-        for key in ("releaseDate", "eolFrom"):
+        for key in ("releaseDate", "eolFrom", "eoesFrom"):
             value = r.get(key)
             if value is not None and not (isinstance(value, str) and _DATE.match(value)):
                 raise UpdateError(f"{what}: release {r['name']!r} has a malformed {key}")
@@ -308,6 +313,74 @@ def kev_candidates(vulns: Sequence[Mapping[str, Any]], products: Iterable[Produc
         if related and cve not in out:
             out.append(cve)
     return out
+
+
+def _newest_release(scheme: VersionScheme, cycle: str, text: str, known: str | None) -> tuple[str | None, str]:
+    """The newest-release text to store for a cycle, or None and why not.
+
+    A single version token is stored as written ("11.2.13-h1"). Text with words after the version is stored as its
+    version part only when that says more than the cycle itself: "16.0.4265.3 CU26" → 16.0.4265.3, but "8.0
+    Update 3k" would read as 8.0 and pass every 8.0 build, so it is left out. Nor does the newest release go back
+    behind the one the data knows (a stale mirror)."""
+    if not _NAME.match(text):
+        return None, f"newest release {text!r} is not a version"
+    try:
+        parsed = scheme.parse(text)
+    except VersionParseError:
+        return None, f"newest release {text!r} is not a version"
+    try:
+        cycle_parts = len(scheme.parse(cycle).parts)
+    except VersionParseError:
+        cycle_parts = 0  # a named cycle ("subscription", "2019")
+    value = text
+    if " " in text:
+        if len(parsed.parts) < 3 or len(parsed.parts) <= cycle_parts or not parsed.head:
+            return None, f"newest release {text!r} does not say which update of the line it is"
+        value = parsed.head
+    if known is not None:
+        try:
+            if parsed < scheme.parse(known):
+                return None, f"newest release {text!r} is older than the data's {known}"
+        except VersionParseError:
+            pass
+    return value, ""
+
+
+def fit_cycles(product: Product, cycles: Sequence[Cycle]) -> tuple[list[Cycle], list[str]]:
+    """The source's cycles an online update takes for `product`, and notes on what it left out.
+
+    Taken: every cycle the data knows (by name or alias), and cycles released after every cycle it knows (new
+    release lines). Left out: older cycles the data does not have (the data may group them differently: SQL
+    Server's service packs are one cycle per version here; Windows Server's semi-annual channel is not tracked), a
+    cycle that matches only by alias a data cycle another source cycle matches by name (Windows Server "2003" and
+    "2003-sp2"), and a newest release the product's version scheme cannot read ("9.0-XFR (VM-Series only)"): the
+    cycle is taken without it and keeps the newest release it had (see _newest_release). `hcscan data import`
+    takes an export whole."""
+    scheme = scheme_for(product.scheme)
+    known = {c.cycle.lower() for c in product.cycles}
+    by_name = {c.cycle.lower() for c in cycles if c.cycle.lower() in known}
+    newest = max((c.released for c in product.cycles if c.released is not None), default=None)
+    taken: list[Cycle] = []
+    notes: list[str] = []
+    for c in cycles:
+        key = c.cycle.lower()
+        alias_of = [d.cycle for d in product.cycles if key in {a.lower() for a in d.aliases}]
+        if key not in known and alias_of and any(name.lower() in by_name for name in alias_of):
+            notes.append(f"{product.id} cycle {c.cycle}: the data has it as cycle {alias_of[0]}")
+            continue
+        if key not in known and not alias_of and (newest is None or c.released is None or c.released <= newest):
+            notes.append(f"{product.id} cycle {c.cycle}: a line the data does not track, not newer than its lines")
+            continue
+        if c.latest is not None:
+            before = next((d.latest for d in product.cycles if d.cycle.lower() == key), None)
+            value, why = _newest_release(scheme, c.cycle, c.latest, before)
+            if value is None:
+                notes.append(f"{product.id} cycle {c.cycle}: {why}")
+                c = c.model_copy(update={"latest": None, "latest_date": None})
+            elif value != c.latest:
+                c = c.model_copy(update={"latest": value})
+        taken.append(c)
+    return taken, notes
 
 
 # -- what changed ------------------------------------------------------------------------------------------------
@@ -408,6 +481,7 @@ class UpdateResult:
     kev_listed: int
     nvd_requests: int
     data: VersionData
+    left_out: list[str] = field(default_factory=list)  # what fit_cycles did not take from endoflife.date
 
 
 def _join(base: str, tail: str) -> str:
@@ -498,14 +572,30 @@ def _update(
     log(f"NVD: {len(nvd_docs)} CVE record(s) read")
     # 2. merge as `hcscan data import` does, and check the result loads
     data = base.file.model_dump(mode="json")
+    left_out: list[str] = []
+    refreshed: list[str] = []
     for pid, slug, url, doc in eol_docs:
         where = Path(f"endoflife.date-{slug}.json")
+        # The document's own date is how current the knowledge is; one older than the data's is not taken.
+        current = _day(doc.get("generated_at"))
+        if current is not None and current < base.products[pid].as_of:
+            left_out.append(f"{pid}: {url} is of {current}, older than the data's {base.products[pid].as_of}")
+            continue
         try:
-            cycles = cycles_from_endoflife(doc, where)
-            apply_endoflife(data, pid, cycles, file=where, source_id=f"endoflife-{pid}", label=url, today=today)
-            Product.model_validate(
-                next(p for p in data["products"] if p["id"] == pid)
-            )  # e.g. a latest the scheme cannot read
+            cycles, notes = fit_cycles(base.products[pid], cycles_from_endoflife(doc, where, pid))
+            left_out.extend(notes)
+            apply_endoflife(
+                data,
+                pid,
+                cycles,
+                file=where,
+                source_id=f"endoflife-{pid}",
+                label=url,
+                today=today,
+                as_of=min(current, today) if current is not None else None,
+            )
+            refreshed.append(pid)
+            Product.model_validate(next(p for p in data["products"] if p["id"] == pid))
         except (InputError, ValueError, KeyError, TypeError) as exc:
             raise UpdateError(f"endoflife.date {slug}: {url} cannot be merged: {_reason(exc)}") from None
     try:
@@ -526,11 +616,20 @@ def _update(
     except InputError as exc:
         raise UpdateError(f"the merged data does not validate: {_reason(exc)}") from None
     diff = diff_data(base.file, new.file)
-    refreshed = [pid for pid, *_ in eol_docs]
 
     def result(written: bool, previous: Path | None, loaded: VersionData) -> UpdateResult:
         return UpdateResult(
-            target, written, previous, diff, refreshed, not_online, catalogue, len(vulns), len(nvd_docs), loaded
+            target,
+            written,
+            previous,
+            diff,
+            refreshed,
+            not_online,
+            catalogue,
+            len(vulns),
+            len(nvd_docs),
+            loaded,
+            left_out,
         )
 
     if dry_run:
@@ -541,6 +640,13 @@ def _update(
         previous = target.with_name(target.name + ".prev")
         _copy_atomically(target, previous)
     return result(True, previous, write_version_data(text, target))
+
+
+def _day(value: Any) -> dt.date | None:
+    try:
+        return dt.date.fromisoformat(value[:10]) if isinstance(value, str) else None
+    except ValueError:
+        return None
 
 
 def _reason(exc: BaseException) -> str:

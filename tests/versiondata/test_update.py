@@ -9,6 +9,7 @@ it was and exit non-zero with a message naming what went wrong; the good one upd
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import json
 import os
 import select
@@ -31,7 +32,9 @@ from click.testing import CliRunner
 from scanner.cli import main
 from scanner.lab.certs import CertSpec, LabPKI
 from scanner.versiondata import load_version_data
-from scanner.versiondata.update import RateLimiter
+from scanner.versiondata.importer import cycles_from_endoflife
+from scanner.versiondata.model import Cycle, Product
+from scanner.versiondata.update import RateLimiter, fit_cycles
 from tests.agent.conftest import AgentProcess
 from tests.helpers import make_workspace as make_agent_workspace
 from tests.helpers import system, write_yaml
@@ -86,6 +89,7 @@ TOMCAT = eol_product(
         release("11.0", "2024-10-03", None, "11.0.14", "2025-11-12"),
         release("10.1", "2022-09-23", None, "10.1.49", "2025-11-12"),
         release("9.0", "2017-09-27", None, "9.0.112", "2025-11-12"),
+        release("7.0", "2010-06-29", "2021-03-31", "7.0.109", "2021-04-28"),  # a line the data does not track
     ],
 )
 
@@ -368,7 +372,9 @@ def test_update_merges_every_source_keeps_the_previous_file_and_prints_what_chan
     assert nginx["1.26"].latest == "1.26.3"  # a cycle the answer does not list is kept
     tomcat = {c.cycle: c for c in data.products["tomcat"].cycles}
     assert tomcat["11.0"].latest == "11.0.14" and tomcat["8.5"].latest == "8.5.100"
-    assert str(data.products["nginx"].as_of) == "2025-10-28"
+    # Knowledge as of the document's own date (generated_at), not the newest release it lists.
+    assert data.products["nginx"].as_of == min(dt.date(2026, 12, 1), dt.datetime.now(dt.UTC).date())
+    assert "7.0" not in tomcat
     assert data.products["iis"] == load_version_data(ws.prev).products["iis"]  # not on endoflife.date: as it was
     kev = {(k.cve, k.product): k for k in data.file.kev}
     assert set(kev) == {("CVE-2020-1938", "tomcat"), ("CVE-2025-24813", "tomcat")}  # 2017-12617 left the catalogue
@@ -385,7 +391,7 @@ def test_update_merges_every_source_keeps_the_previous_file_and_prints_what_chan
         "+ nginx cycle 1.29",
         "+ tomcat cycle 11.0",
         "~ nginx cycle 1.28: eol not stated → 2026-04-21, latest 1.28.0 → 1.28.1, latest_date 2025-04-23 → 2025-08-13",
-        "~ nginx: knowledge as of 2025-04-23 → 2025-10-28",
+        "not taken from endoflife.date: tomcat cycle 7.0: a line the data does not track, not newer than its lines",
         "+ KEV CVE-2025-24813 (tomcat)",
         "~ KEV CVE-2020-1938 (tomcat): affected versions changed",
         "- KEV CVE-2017-12617 (tomcat)",
@@ -428,6 +434,67 @@ def test_kev_entries_checked_by_hand_stay_and_unverified_ones_get_nvd_ranges(
     assert kev["CVE-2020-1938"].unverified == "" and len(kev["CVE-2020-1938"].versions) == 3  # NVD's ranges now
     assert kev["CVE-2020-1938"].checked.startswith("NVD")
     assert [p for p, _ in apis.asked if p.startswith("/rest/")] == ["/rest/json/cves/2.0?cveId=CVE-2020-1938"]
+
+
+def test_a_newest_release_that_is_not_a_version_is_left_out_and_the_rest_is_taken(
+    tmp_path: Path, apis: RecordedApis, pki: LabPKI
+) -> None:
+    apis.serve_good_answers()
+    odd = copy.deepcopy(NGINX)
+    odd["result"]["releases"][1]["latest"]["name"] = "1.28-XFR (VM only)"  # as PAN-OS 9.0-xfr's reads
+    apis.routes["/api/v1/products/nginx"] = as_answer(odd)
+    ws = make_workspace(tmp_path, apis, pki)
+    result = run(ws)
+    assert result.exit_code == 0, result.output + result.stderr
+    nginx = {c.cycle: c for c in load_version_data(ws.data).products["nginx"].cycles}
+    assert nginx["1.28"].latest == "1.28.0" and str(nginx["1.28"].eol) == "2026-04-21"  # kept; the eol taken
+    assert "nginx cycle 1.28: newest release '1.28-XFR (VM only)' is not a version" in result.output
+
+
+def test_a_document_older_than_the_data_is_not_taken(tmp_path: Path, apis: RecordedApis, pki: LabPKI) -> None:
+    apis.serve_good_answers()
+    apis.routes["/api/v1/products/nginx"] = as_answer(NGINX | {"generated_at": "2025-01-01T00:00:00+00:00"})
+    ws = make_workspace(tmp_path, apis, pki)
+    result = run(ws)
+    assert result.exit_code == 0, result.output + result.stderr
+    assert "is of 2025-01-01, older than the data's 2025-04-23" in result.output
+    nginx = load_version_data(ws.data).products["nginx"]
+    assert "1.29" not in {c.cycle for c in nginx.cycles} and str(nginx.as_of) == "2025-04-23"
+
+
+def test_debian_takes_the_end_of_lts_and_windows_server_no_base_build_as_latest() -> None:
+    debian = eol_product(
+        "debian",
+        [
+            release("12", "2023-06-10", "2026-07-11", "12.12", "2026-07-11")
+            | {"isEoes": False, "eoesFrom": "2028-06-30"},
+            release("9", "2017-06-17", "2020-07-18", "9.13", "2020-07-18"),  # no extended support stated
+        ],
+    )
+    cycles = {c.cycle: c for c in cycles_from_endoflife(debian, Path("debian.json"), "debian")}
+    assert str(cycles["12"].eol) == "2028-06-30" and str(cycles["9"].eol) == "2020-07-18"
+    windows = eol_product("windows-server", [release("2025", "2024-11-01", None, "10.0.26100", "2024-11-01")])
+    (cycle,) = cycles_from_endoflife(windows, Path("windows-server.json"), "windows-server")
+    assert cycle.latest is None and cycle.latest_date is None
+
+
+def test_fit_cycles_takes_new_lines_and_precise_releases_only() -> None:
+    nginx = Product.model_validate(next(p for p in base_data()["products"] if p["id"] == "nginx"))
+    answer = [
+        Cycle(cycle="1.30", released=dt.date(2026, 4, 1), latest="1.30.0 Update 2"),  # taken as 1.30.0
+        Cycle(cycle="1.28", released=dt.date(2025, 4, 23), latest="1.28.2 CU8"),  # the version part is precise
+        Cycle(cycle="1.26", released=dt.date(2024, 4, 23), latest="1.26.1"),  # behind the data's 1.26.3
+        Cycle(cycle="1.24", released=dt.date(2023, 4, 11), latest="1.24.0"),  # older than every line the data has
+    ]
+    taken, notes = fit_cycles(nginx, answer)
+    latest = {c.cycle: c.latest for c in taken}
+    assert latest == {"1.30": "1.30.0", "1.28": "1.28.2", "1.26": None}
+    assert notes == [
+        "nginx cycle 1.26: newest release '1.26.1' is older than the data's 1.26.3",
+        "nginx cycle 1.24: a line the data does not track, not newer than its lines",
+    ]
+    _, notes = fit_cycles(nginx, [Cycle(cycle="1.30", released=dt.date(2026, 4, 1), latest="1.30 Update 2")])
+    assert notes == ["nginx cycle 1.30: newest release '1.30 Update 2' does not say which update of the line it is"]
 
 
 def test_dry_run_reads_and_shows_the_diff_but_writes_nothing(tmp_path: Path, apis: RecordedApis, pki: LabPKI) -> None:
@@ -535,9 +602,9 @@ def _bad_release_name(apis: RecordedApis) -> None:
     apis.routes["/api/v1/products/nginx"] = as_answer(bad)
 
 
-def _unparsable_latest(apis: RecordedApis) -> None:
+def _control_characters_in_latest(apis: RecordedApis) -> None:
     bad = copy.deepcopy(NGINX)
-    bad["result"]["releases"][0]["latest"]["name"] = "one.twentynine"
+    bad["result"]["releases"][1]["latest"]["name"] = "1.28.1\u202e"
     apis.routes["/api/v1/products/nginx"] = as_answer(bad)
 
 
@@ -559,7 +626,7 @@ BAD_ANSWERS: dict[str, tuple[Callable[[RecordedApis], None], str]] = {
     "product missing": (_missing_product, "endoflife.date nginx: HTTP 404"),
     "redirect": (_redirect, "redirects are not followed"),
     "control characters in a name": (_bad_release_name, "not a version name"),
-    "unparsable latest": (_unparsable_latest, "endoflife.date nginx: "),
+    "control characters in a latest": (_control_characters_in_latest, "release '1.28' has a malformed 'latest'"),
 }
 
 
