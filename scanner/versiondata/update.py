@@ -53,6 +53,9 @@ MiB = 1024 * 1024
 NVD_WINDOW_S = 30.0
 NVD_LIMIT_WITHOUT_KEY = 5  # NVD's published rate limits per rolling 30 s
 NVD_LIMIT_WITH_KEY = 50
+NVD_RETRIES = 2  # NVD throttles with 403 (also 429/503): wait, then ask again, at most this often
+NVD_PAUSE_S = 35.0  # a whole 30 s window, when the answer names no Retry-After
+BUSY = (403, 429, 503)
 _CVE = re.compile(r"^CVE-\d{4}-\d{4,}$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+ -]{0,63}$")  # cycle and release names as endoflife.date writes them
@@ -61,6 +64,15 @@ _PRINTABLE = re.compile(r"^[\x20-\x7e]{1,120}$")  # any other text in a name is 
 
 class UpdateError(Exception):
     """A source did not answer, or answered something that is not what was asked: nothing was written."""
+
+
+class _Refused(UpdateError):
+    """A status other than 200; keeps what a retry needs to know."""
+
+    def __init__(self, message: str, resp: requests.Response) -> None:
+        super().__init__(message)
+        self.status = resp.status_code
+        self.retry_after = resp.headers.get("Retry-After", "")
 
 
 @dataclass(frozen=True)
@@ -168,12 +180,14 @@ class _Client:
             ) as resp:
                 if resp.status_code != 200:
                     reason = f" {resp.reason}" if resp.reason else ""
+                    said = resp.headers.get("message", "")  # NVD says why in a header ("Invalid apiKey.")
+                    reason += f" ({self._clean(said)[:100]})" if said else ""
                     extra = ""
-                    if resp.status_code in (429, 503):
+                    if resp.status_code in BUSY:
                         extra = " (the source is busy or rate-limiting: try again later)"
                     elif 300 <= resp.status_code < 400:
                         extra = " (redirects are not followed: configure the final URL)"
-                    raise UpdateError(f"{what}: HTTP {resp.status_code}{reason} from {url}{extra}")
+                    raise _Refused(f"{what}: HTTP {resp.status_code}{reason} from {url}{extra}", resp)
                 declared = resp.headers.get("Content-Length", "")
                 if declared.isdigit() and int(declared) > cap:
                     raise UpdateError(f"{what}: the answer is {int(declared)} bytes, more than the cap of {cap}")
@@ -497,6 +511,7 @@ def update_data(
     today: dt.date | None = None,
     log: Callable[[str], None] = lambda _m: None,
     limiter: RateLimiter | None = None,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> UpdateResult:
     """Fetch and check every source, merge into `base`, and (unless `dry_run`) replace `target` atomically.
 
@@ -504,7 +519,7 @@ def update_data(
     today = today or dt.datetime.now(dt.UTC).date()
     client = _Client(settings)
     try:
-        return _update(base, target, settings, client, dry_run, today, log, limiter)
+        return _update(base, target, settings, client, dry_run, today, log, limiter, sleep)
     finally:
         client.close()
 
@@ -518,6 +533,7 @@ def _update(
     today: dt.date,
     log: Callable[[str], None],
     limiter: RateLimiter | None,
+    sleep: Callable[[float], None],
 ) -> UpdateResult:
     products = list(base.file.products)
     online = [(p.id, ENDOFLIFE_SLUGS[p.id]) for p in products if p.id in ENDOFLIFE_SLUGS]
@@ -564,7 +580,17 @@ def _update(
     for i, cve in enumerate(cves, 1):
         limiter.wait()
         url = f"{settings.nvd_url}?cveId={quote(cve)}"
-        doc = client.get_json(url, f"NVD {cve}", settings.max_nvd_bytes, headers)
+        for attempt in range(NVD_RETRIES + 1):
+            try:
+                doc = client.get_json(url, f"NVD {cve}", settings.max_nvd_bytes, headers)
+                break
+            except _Refused as exc:
+                if exc.status not in BUSY or attempt == NVD_RETRIES:
+                    raise
+                pause = _retry_pause(exc.retry_after)
+                log(f"NVD {cve}: HTTP {exc.status}, asking again in {pause:g} s")
+                sleep(pause)
+                limiter.wait()
         _check_nvd(doc, cve, url)
         nvd_docs.append(doc)
         if i % 10 == 0:
@@ -640,6 +666,11 @@ def _update(
         previous = target.with_name(target.name + ".prev")
         _copy_atomically(target, previous)
     return result(True, previous, write_version_data(text, target))
+
+
+def _retry_pause(retry_after: str) -> float:
+    """Retry-After in seconds when the answer gives a small one, else a whole NVD window."""
+    return float(retry_after) if retry_after.isdigit() and int(retry_after) <= 120 else NVD_PAUSE_S
 
 
 def _day(value: Any) -> dt.date | None:

@@ -201,6 +201,7 @@ class RecordedApis:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(issued.chain_pem, issued.key_pem)
         self.routes: dict[str, Answer] = {}
+        self.first: dict[str, list[Answer]] = {}  # answers given before the route's, once each, in order
         self.asked: list[tuple[str, dict[str, str]]] = []
         apis = self
 
@@ -210,7 +211,10 @@ class RecordedApis:
 
             def do_GET(self) -> None:
                 apis.asked.append((self.path, dict(self.headers.items())))
-                answer = apis.routes.get(self.path, Answer(b'{"message": "not found"}', status=404))
+                queued = apis.first.get(self.path)
+                answer = (
+                    queued.pop(0) if queued else apis.routes.get(self.path, Answer(b'{"message": "nf"}', status=404))
+                )
                 time.sleep(answer.delay_s)
                 try:
                     self.send_response(answer.status)
@@ -242,6 +246,7 @@ class RecordedApis:
 
     def serve_good_answers(self) -> None:
         self.routes.clear()
+        self.first.clear()
         self.routes["/api/v1/products/nginx"] = as_answer(NGINX)
         self.routes["/api/v1/products/tomcat"] = as_answer(TOMCAT)
         self.routes["/feeds/known_exploited_vulnerabilities.json"] = as_answer(kev_catalogue(KEV_ITEMS))
@@ -514,12 +519,14 @@ def test_nvd_api_key_is_sent_as_a_header_and_never_printed(
     secret = "0123abcd-key-that-must-not-be-printed"
     monkeypatch.setenv("HCSCAN_TEST_NVD_KEY", secret)
     apis.serve_good_answers()
-    apis.routes["/rest/json/cves/2.0?cveId=CVE-2025-24813"] = Answer(b"{}", status=429, headers={"X-Key": secret})
+    apis.routes["/rest/json/cves/2.0?cveId=CVE-2025-24813"] = Answer(
+        b"{}", status=404, headers={"message": f"Invalid apiKey {secret}.", "X-Key": secret}
+    )
     ws = make_workspace(tmp_path, apis, pki, nvd_api_key_env="HCSCAN_TEST_NVD_KEY")
     apis.asked.clear()
     result = run(ws)
     assert result.exit_code == 3
-    assert "HTTP 429" in result.stderr and secret not in result.output + result.stderr
+    assert "HTTP 404 Not Found (Invalid apiKey …" in result.stderr and secret not in result.output + result.stderr
     sent = [h for p, h in apis.asked if p.startswith("/rest/")]
     assert sent and all(h.get("apiKey") == secret for h in sent)
     assert all("apiKey" not in h for p, h in apis.asked if not p.startswith("/rest/"))
@@ -556,7 +563,7 @@ def _trickle(apis: RecordedApis) -> None:
 
 
 def _too_many_requests(apis: RecordedApis) -> None:
-    apis.routes["/rest/json/cves/2.0?cveId=CVE-2025-24813"] = Answer(b"{}", status=429, headers={"Retry-After": "30"})
+    apis.routes["/rest/json/cves/2.0?cveId=CVE-2025-24813"] = Answer(b"{}", status=429, headers={"Retry-After": "1"})
 
 
 def _unavailable(apis: RecordedApis) -> None:
@@ -646,6 +653,21 @@ def test_a_bad_answer_leaves_the_data_untouched(tmp_path: Path, apis: RecordedAp
     assert ws.data.read_bytes() == before and not ws.prev.exists()
     assert sorted(p.name for p in ws.data.parent.iterdir()) == ["versions.yaml"]
     assert time.monotonic() - started < (20 if case == "trickle" else 60)  # deadlines hold (generous: slow machine)
+
+
+def test_nvd_throttling_is_waited_out_and_asked_again(tmp_path: Path, apis: RecordedApis, pki: LabPKI) -> None:
+    apis.serve_good_answers()
+    path = "/rest/json/cves/2.0?cveId=CVE-2025-24813"
+    apis.first[path] = [
+        Answer(b"", status=403, headers={"Retry-After": "1"}),  # how NVD throttles
+        Answer(b"", status=503, headers={"Retry-After": "0"}),
+    ]
+    ws = make_workspace(tmp_path, apis, pki)
+    apis.asked.clear()
+    result = run(ws, "--dry-run")
+    assert result.exit_code == 0, result.output + result.stderr
+    assert [p for p, _ in apis.asked].count(path) == 3
+    assert "NVD CVE-2025-24813: HTTP 403, asking again in 1 s" in result.stderr
 
 
 def test_a_collapsed_kev_catalogue_is_refused(tmp_path: Path, apis: RecordedApis, pki: LabPKI) -> None:
