@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from scanner.errors import InputError
+from scanner.textsafe import clean_text
 from scanner.versiondata.model import Cycle, KevEntry, Product, VersionData, VersionRange, load_version_data
 from scanner.yamlio import dump_yaml
 
@@ -256,7 +257,7 @@ def kev_entries(kev: Any, nvd_docs: Sequence[Any], products: Iterable[Product], 
             KevEntry(
                 cve=cve_id,
                 product=product,
-                name=str(k.get("vulnerabilityName", ""))[:200],
+                name=clean_text(str(k.get("vulnerabilityName", ""))[:200]),  # shown in findings and reports
                 date_added=_day(k.get("dateAdded")),
                 versions=ranges,
                 checked=NVD_CHECKED,

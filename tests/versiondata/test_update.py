@@ -112,7 +112,7 @@ def kev_item(cve: str, vendor: str, product: str, name: str, added: str) -> dict
 
 KEV_ITEMS = [
     kev_item("CVE-2020-1938", "Apache", "Tomcat", "Apache Tomcat Improper Privilege Management", "2022-03-03"),
-    kev_item("CVE-2025-24813", "Apache", "Tomcat", "Apache Tomcat Path Equivalence", "2025-04-01"),
+    kev_item("CVE-2025-24813", "Apache", "Tomcat", "Apache Tomcat Path Equivalence\x1b[2J", "2025-04-01"),
     kev_item("CVE-2023-43208", "NextGen Healthcare", "Mirth Connect", "Mirth Connect Deserialization", "2024-05-20"),
     kev_item("CVE-2021-44228", "Apache", "Log4j2", "Apache Log4j2 Remote Code Execution", "2021-12-10"),
 ]
@@ -385,6 +385,7 @@ def test_update_merges_every_source_keeps_the_previous_file_and_prints_what_chan
     assert set(kev) == {("CVE-2020-1938", "tomcat"), ("CVE-2025-24813", "tomcat")}  # 2017-12617 left the catalogue
     assert [r.end_excluding for r in kev[("CVE-2025-24813", "tomcat")].versions] == ["9.0.99", "10.1.35", "11.0.3"]
     assert len(kev[("CVE-2020-1938", "tomcat")].versions) == 3
+    assert "\x1b" not in kev[("CVE-2025-24813", "tomcat")].name  # catalogue text is cleaned like target text
     snapshot = data.file.kev_snapshot
     assert snapshot is not None and (snapshot.catalog_version, str(snapshot.date_released), snapshot.count) == (
         "2026.12.01",
