@@ -719,5 +719,14 @@ def run_update(
         settings = UpdateSettings.from_config(update_cfg, cfg.base_dir)
         if update_cfg.nvd_api_key_env and not settings.nvd_api_key:
             log(f"NVD: ${update_cfg.nvd_api_key_env} is not set: reading without an API key (slower)")
+    folder = target.parent if target.parent.exists() else None
+    if not dry_run and folder is not None and not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError.single(  # found out before minutes of polite reading, not after
+            f"cannot write the version data into {folder}",
+            hint="run as a user who may write there, or set exposure.version_data.path elsewhere (or --out)",
+        )
     base = load_version_data(target if target.is_file() else None)
-    return update_data(base, target, settings, dry_run=dry_run, log=log)
+    try:
+        return update_data(base, target, settings, dry_run=dry_run, log=log)
+    except OSError as exc:  # a full disk while writing: the old file is still in place
+        raise UpdateError(f"writing {target} failed: {exc.strerror or exc}") from None

@@ -973,6 +973,18 @@ def test_bad_update_settings_are_refused_with_file_and_line(
     assert ws.data.read_bytes() == before and not apis.asked
 
 
+def test_an_unwritable_target_is_refused_before_anything_is_read(
+    tmp_path: Path, apis: RecordedApis, pki: LabPKI
+) -> None:
+    apis.serve_good_answers()
+    ws = make_workspace(tmp_path, apis, pki)
+    (tmp_path / "not-a-folder").write_text("x")
+    apis.asked.clear()
+    result = run(ws, "--out", str(tmp_path / "not-a-folder" / "versions.yaml"))
+    assert result.exit_code == 2 and "cannot write the version data into" in result.stderr, result.stderr
+    assert not apis.asked
+
+
 def test_a_missing_ca_bundle_is_an_input_error(tmp_path: Path, apis: RecordedApis, pki: LabPKI) -> None:
     ws = make_workspace(tmp_path, apis, pki, ca_bundle="no-such-ca.pem")
     result = run(ws)
