@@ -11,11 +11,12 @@ import hashlib
 import ipaddress
 import os
 import re
-import shlex
 import subprocess
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, TypeAlias
 from xml.etree.ElementTree import Element
 
@@ -89,6 +90,15 @@ EXTRA_VALUED: Mapping[str, re.Pattern[str]] = {
 
 SCRIPT_TIMEOUT_SHARE = 0.8  # of the host timeout: scripts give up first
 
+# nmap processes running at once in this hcscan process, over every probe (service, uptime, TLS, exposure run
+# side by side): nmap mostly waits on the network, but each process holds sockets and the machine may be small.
+NMAP_MAX_PROCESSES = 3
+_PROCESS_SLOTS = threading.BoundedSemaphore(NMAP_MAX_PROCESSES)
+# --max-parallelism of one run is the sum of its systems' caps, but never more than this (a chunk of 64 systems
+# at 4 each is 256 probes in flight: already more than one nmap process keeps busy on a small machine).
+MAX_RUN_PARALLELISM = 256
+MAX_HOSTGROUP = 1024
+
 
 def _ber(tag: int, content: bytes) -> bytes:
     """One BER element with a short-form length (every element below is under 128 bytes)."""
@@ -143,12 +153,16 @@ class NmapError(Exception):
 
 @dataclass(frozen=True)
 class NmapRun:
-    """One finished nmap process: the raw XML (evidence), its hash, the exact argv and the wall time."""
+    """One nmap process: the raw XML (evidence), its hash, the exact argv and the wall time.
+
+    `cut_short`: why the process was stopped before it finished (only with `run_nmap(keep_partial=True)`); the XML
+    then holds the hosts nmap had finished (nmap writes each host when it is done) and no `<runstats>`."""
 
     xml: str
     xml_sha256: str
     command: list[str]
     elapsed_s: float
+    cut_short: str | None = None
 
 
 @dataclass(frozen=True)
@@ -283,7 +297,7 @@ def run_parallelism(politeness: Politeness, systems: int) -> int:
         raise NmapArgumentError(f"a run covers at least one system, got {systems!r}")
     if politeness.strict and systems != 1:
         raise NmapArgumentError(f"a system with a hard concurrency limit must have its own run, not one of {systems}")
-    return max(1, int(politeness.max_concurrency)) * systems
+    return min(MAX_RUN_PARALLELISM, max(1, int(politeness.max_concurrency)) * systems)
 
 
 def build_arguments(
@@ -296,10 +310,13 @@ def build_arguments(
     timeout_s: float,
     systems: int = 1,
     udp: bool = False,
+    hostgroup: int | None = None,
 ) -> list[str]:
     """The nmap options (without hosts and -oX) for one run over `systems` systems; everything validated.
 
-    `udp`: a UDP scan (-sU) of one port of UDP_PAYLOADS with its reviewed datagram, no scripts."""
+    `udp`: a UDP scan (-sU) of one port of UDP_PAYLOADS with its reviewed datagram, no scripts. `hostgroup`: scan
+    at most that many hosts side by side (`--max-hostgroup`); nmap writes each group's hosts when the group is
+    done, so a run stopped early still holds every group it finished."""
     valid = sorted({validate_port(p) for p in ports})
     port_list = ",".join(str(p) for p in valid)
     if not port_list:
@@ -312,6 +329,10 @@ def build_arguments(
     args = ["-sU" if udp else "-sT", "-Pn", "-n", f"-T{timing}", "-p", port_list]
     args += ["--host-timeout", _seconds(timeout_s)]
     args += ["--max-parallelism", str(run_parallelism(politeness, systems))]
+    if hostgroup is not None:
+        if isinstance(hostgroup, bool) or not isinstance(hostgroup, int) or not 1 <= hostgroup <= MAX_HOSTGROUP:
+            raise NmapArgumentError(f"host group must be 1..{MAX_HOSTGROUP}, got {hostgroup!r}")
+        args += ["--max-hostgroup", str(hostgroup)]
     if udp:
         payload = UDP_PAYLOADS[valid[0]]
         args += ["--data", payload.hex()] if payload else ["--data-length", "0"]
@@ -333,6 +354,29 @@ def build_arguments(
 # running (I/O)
 
 
+@lru_cache(maxsize=8)
+def _nmap_binary(search: tuple[str, ...]) -> str:
+    """The nmap executable python-nmap finds on `search` (it checks `nmap -V` answers as nmap); looked up once."""
+    try:
+        scanner: Any = nmap.PortScanner(nmap_search_path=search)
+    except nmap.PortScannerError as exc:
+        raise NmapError(ProbeErrorReason.TOOL_MISSING, str(exc).strip()[:500]) from exc
+    return str(scanner._nmap_path)
+
+
+def process_limit(timeout_s: float) -> float:
+    """The default backstop for one nmap process whose hosts nmap scans side by side under `--host-timeout`."""
+    return timeout_s * 1.5 + 15
+
+
+def run_time_limit(host_timeout: float, hosts: int, hostgroup: int) -> float:
+    """The backstop for a run over `hosts` hosts that nmap scans `hostgroup` at a time (`--max-hostgroup`): each
+    group ends by nmap's `--host-timeout` (plus its output), the groups one after another, so the limit follows
+    the run's size. Not the usual end of a run: nmap's host timeout ends it first."""
+    groups = max(1, -(-hosts // max(1, hostgroup)))
+    return groups * (host_timeout + 15) + process_limit(host_timeout) - host_timeout - 15
+
+
 def run_nmap(
     hosts: Sequence[str],
     ports: Sequence[int],
@@ -345,12 +389,23 @@ def run_nmap(
     nmap_path: str | None = None,
     systems: int = 1,
     udp: bool = False,
+    hostgroup: int | None = None,
+    process_timeout_s: float | None = None,
+    keep_partial: bool = False,
 ) -> NmapRun:
     """Run nmap once over `hosts` × `ports` (belonging to `systems` systems) and return its XML.
 
     Raises NmapArgumentError/ScriptRefused for invalid input (before anything runs) and NmapError
     (TOOL_MISSING, TOOL_FAILED or TIMEOUT) when nmap cannot deliver a complete XML document. `udp`: see
     build_arguments; it needs root (`udp_scan_possible`), else TOOL_FAILED before anything runs.
+
+    The process is stopped after `process_timeout_s` (default `process_limit(timeout_s)`: nmap's own
+    `--host-timeout` ends a run first; this is a backstop for a wedged nmap). With `keep_partial` a stopped run is
+    returned with `cut_short` set and the XML nmap had written (each finished host); without, it is a TIMEOUT.
+    At most NMAP_MAX_PROCESSES nmap processes run at once in this process; a run waits for a slot.
+
+    python-nmap finds and checks the nmap binary; the process itself is started here with the validated argv
+    (python-nmap's `scan()` discards everything when it stops a process and parses the XML a second time).
     """
     if udp and not udp_scan_possible():
         raise NmapError(ProbeErrorReason.TOOL_FAILED, "a UDP scan (nmap -sU) needs root")
@@ -366,36 +421,47 @@ def run_nmap(
         timeout_s=timeout_s,
         systems=systems,
         udp=udp,
+        hostgroup=hostgroup,
     )
     if any(":" in h for h in host_list):
         if not all(":" in h for h in host_list):
             raise NmapArgumentError("IPv4 and IPv6 hosts must be scanned in separate runs")
         args.append("-6")
     search = (nmap_path,) if nmap_path else ("nmap", "/usr/bin/nmap", "/usr/local/bin/nmap")
-    try:
-        scanner: Any = nmap.PortScanner(nmap_search_path=search)
-    except nmap.PortScannerError as exc:
-        raise NmapError(ProbeErrorReason.TOOL_MISSING, str(exc).strip()[:500]) from exc
-    # nmap's own limits end the run first; the process limit is a backstop for a wedged nmap.
-    process_timeout = timeout_s * 1.5 + 15
-    command = [scanner._nmap_path, "-oX", "-", *host_list, *args]
-    started = time.monotonic()
-    try:
-        scanner.scan(hosts=shlex.join(host_list), arguments=shlex.join(args), timeout=process_timeout)
-    except nmap.PortScannerTimeout as exc:
-        raise NmapError(ProbeErrorReason.TIMEOUT, f"nmap did not finish within {process_timeout:.0f}s") from exc
-    except nmap.PortScannerError as exc:
-        raise NmapError(ProbeErrorReason.TOOL_FAILED, str(exc).strip()[:500]) from exc
-    except (OSError, subprocess.SubprocessError) as exc:
-        raise NmapError(ProbeErrorReason.TOOL_FAILED, f"{type(exc).__name__}: {exc}") from exc
-    elapsed = time.monotonic() - started
-    raw = scanner.get_nmap_last_output()
-    xml = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else str(raw)
+    command = [_nmap_binary(search), "-oX", "-", *host_list, *args]
+    limit = process_limit(timeout_s) if process_timeout_s is None else process_timeout_s
+    cut_short: str | None = None
+    with _PROCESS_SLOTS:
+        started = time.monotonic()
+        try:
+            proc = subprocess.Popen(  # argv built from validated parts only, no shell
+                command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            )
+        except OSError as exc:
+            raise NmapError(ProbeErrorReason.TOOL_FAILED, f"{type(exc).__name__}: {exc}") from exc
+        try:
+            out, err = proc.communicate(timeout=limit)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()  # what nmap wrote before it was stopped: every host it had finished
+            cut_short = f"nmap did not finish within {limit:.0f}s"
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        elapsed = time.monotonic() - started
+    if cut_short is not None and not keep_partial:
+        raise NmapError(ProbeErrorReason.TIMEOUT, cut_short)
+    xml = out.decode("utf-8", errors="replace")
+    if cut_short is None and (proc.returncode != 0 or "<nmaprun" not in xml):
+        detail = err.decode("utf-8", errors="replace").strip() or f"nmap exited with status {proc.returncode}"
+        raise NmapError(ProbeErrorReason.TOOL_FAILED, detail[:500])
     return NmapRun(
         xml=xml,
         xml_sha256=hashlib.sha256(xml.encode("utf-8")).hexdigest(),
         command=command,
         elapsed_s=elapsed,
+        cut_short=cut_short,
     )
 
 

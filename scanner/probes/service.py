@@ -5,9 +5,13 @@ The sweep covers the configured TCP ports and, as root only (nmap -sU), the UDP 
 SNMP 161, syslog 514), each with one reviewed datagram; without root the UDP facts are withheld (EXP-01 `error`).
 Every port in the facts is written with its transport: "22/tcp", "161/udp".
 
-One nmap process covers many hosts: non-fragile systems are grouped by timing and port set and scanned
-with ``-sT -sV``; each fragile system gets its own run over its declared ports only, at its own (gentle)
-timing, one connection at a time and without version probes. The XML is parsed here, streaming, and
+Non-fragile systems are grouped by timing and port set and scanned with ``-sT -sV`` in chunks of whole systems
+(at most `CHUNK_MAX_HOSTS` hosts and `CHUNK_HOST_PORTS` host × port pairs a chunk), several chunks at once within
+nmap.py's machine-wide process cap; each chunk's `--max-parallelism` is the sum of its systems' caps. nmap scans a
+chunk `SERVICE_HOSTGROUP` hosts at a time and writes each group when it is done, so the chunk's time limit follows
+its number of groups, and a chunk stopped at its limit keeps every host nmap had finished: only the others are
+"could not assess" (timeout). Each fragile system gets its own run over its declared ports only, at its own
+(gentle) timing, one connection at a time and without version probes. The XML is parsed here, streaming, and
 kept (with its SHA-256) as evidence. Recognising a product and its release cycle uses the version data
 (`scanner.versiondata`); judging it is the checks' job.
 """
@@ -15,6 +19,8 @@ kept (with its SHA-256) as evidence. Recognising a product and its release cycle
 from __future__ import annotations
 
 import io
+import logging
+import time
 import traceback
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -39,11 +45,25 @@ from scanner.probes.base import (
     is_ip,
     system_hosts,
 )
-from scanner.probes.nmap import UDP_PAYLOADS, NmapArgumentError, NmapError, NmapRun, run_nmap, udp_scan_possible
+from scanner.probes.nmap import (
+    NMAP_MAX_PROCESSES,
+    UDP_PAYLOADS,
+    NmapArgumentError,
+    NmapError,
+    NmapRun,
+    run_nmap,
+    run_time_limit,
+    udp_scan_possible,
+)
 from scanner.versiondata.identify import assess_declared, identification_facts, identify_service
 from scanner.versiondata.model import VersionData
 
-NMAP_MAX_PROCESSES = 3
+CHUNK_MAX_HOSTS = 64  # hosts of one nmap run (whole systems: a system larger than this is a chunk of its own)
+CHUNK_HOST_PORTS = 64 * 25  # host × port pairs of one nmap run: fewer hosts a chunk when many ports are swept
+# Hosts nmap scans side by side within a chunk. nmap -sV examines about 20 services at once (timing 3) whatever
+# the group's size, so a larger group only makes every host of it wait longer against its --host-timeout.
+SERVICE_HOSTGROUP = 16
+log = logging.getLogger("hcscan.probes.service")
 MAX_BANNER_CHARS = 300
 MAX_EVIDENCE_XML = 200_000  # characters of raw XML kept per run in the evidence store (hash covers all of it)
 _ENDPOINT_PROTOCOLS = frozenset(
@@ -83,6 +103,9 @@ class ServiceSettings:
     sweep_ports: tuple[int, ...]
     version_intensity: int = 7
     max_data_age_days: int = 120
+    chunk_hosts: int = CHUNK_MAX_HOSTS
+    hostgroup: int = SERVICE_HOSTGROUP
+    chunk_time_limit_s: float | None = None  # None: run_time_limit() of the chunk's size (tests set a short one)
 
 
 @dataclass(frozen=True)
@@ -112,6 +135,7 @@ class ServiceScan:
     hosts_timed_out: frozenset[str]
     finished_ok: bool
     error_message: str | None
+    hosts_done: frozenset[str] = frozenset()  # hosts whose <host> element nmap wrote in full
 
 
 @dataclass(frozen=True)
@@ -128,6 +152,7 @@ def parse_service_xml(xml: str, protocol: str = "tcp") -> ServiceScan:
     """Parse nmap's XML streaming (hardened parser: no entities, no external references); `protocol`'s ports."""
     ports: dict[tuple[str, int], ServiceInfo] = {}
     timed_out: set[str] = set()
+    done: set[str] = set()
     finished_ok = False
     error_message: str | None = "nmap output cut short"
     try:
@@ -138,6 +163,8 @@ def parse_service_xml(xml: str, protocol: str = "tcp") -> ServiceScan:
                 )
                 if elem.get("timedout") == "true" and address:
                     timed_out.add(address)
+                if address:
+                    done.add(address)
                 for port in elem.iter("port"):
                     info = _port_info(address, port, protocol)
                     if info is not None:
@@ -150,7 +177,7 @@ def parse_service_xml(xml: str, protocol: str = "tcp") -> ServiceScan:
         if not ports:
             raise NmapError(ProbeErrorReason.TOOL_FAILED, f"unreadable nmap XML: {exc}") from exc
         finished_ok, error_message = False, f"nmap XML cut short: {exc}"
-    return ServiceScan(ports, frozenset(timed_out), finished_ok, error_message)
+    return ServiceScan(ports, frozenset(timed_out), finished_ok, error_message, frozenset(done))
 
 
 def _port_info(address: str, port: Any, protocol: str = "tcp") -> ServiceInfo | None:
@@ -208,9 +235,20 @@ class _Job:
     udp_hosts: set[str] = field(default_factory=set)  # hosts of swept (non-fragile) systems: UDP_SWEEP_PORTS too
 
 
-def plan_jobs(targets: Sequence[Target], sweep_ports: Iterable[int]) -> list[_Job]:
+def host_timeout_s(politeness: Politeness) -> float:
+    """nmap's --host-timeout for a service run: six per-connection timeouts, at least 30 s."""
+    return max(30.0, politeness.timeout_s * 6)
+
+
+def chunk_capacity(ports: int, max_hosts: int = CHUNK_MAX_HOSTS) -> int:
+    """Hosts one shared run may cover when each is scanned on `ports` ports (at least 1)."""
+    return max(1, min(max_hosts, CHUNK_HOST_PORTS // max(1, ports)))
+
+
+def plan_jobs(targets: Sequence[Target], sweep_ports: Iterable[int], max_hosts: int = CHUNK_MAX_HOSTS) -> list[_Job]:
     """Group targets into nmap runs. Fragile systems: own run, declared ports only, no -sV. A system with its
-    own max_concurrency in the inventory: own run (its cap holds for it alone). Others share runs."""
+    own max_concurrency in the inventory: own run (its cap holds for it alone). Others share runs of whole
+    systems, at most `chunk_capacity` hosts a run (a larger system is a run of its own)."""
     sweep = set(sweep_ports)
     by_system: dict[str, list[Target]] = defaultdict(list)
     for t in targets:
@@ -242,6 +280,8 @@ def plan_jobs(targets: Sequence[Target], sweep_ports: Iterable[int]) -> list[_Jo
             continue
         group = (politeness.timing, politeness.max_concurrency, politeness.timeout_s, ports)
         job = grouped.get(group)
+        if job is not None and job.hosts and len(job.hosts | hosts) > chunk_capacity(len(ports), max_hosts):
+            job = None  # that run is full: the group goes on in a new one
         if job is None:
             job = grouped[group] = _Job(set(), set(ports), politeness, version_probes=True)
             jobs.append(job)
@@ -515,10 +555,12 @@ class ServiceProbe:
                 results[t.key] = ProbeError(ProbeErrorReason.UNREACHABLE, f"no address for {t.key}")
         todo = [t for t in targets if t.key not in results]
         by_key = {t.key: t for t in todo}
-        jobs = plan_jobs(todo, self.settings.sweep_ports)
+        jobs = plan_jobs(todo, self.settings.sweep_ports, self.settings.chunk_hosts)
         self.runs = []
         with ThreadPoolExecutor(max_workers=NMAP_MAX_PROCESSES, thread_name_prefix="hcscan-service") as pool:
-            futures = [(job, pool.submit(self._run_job, job, ctx)) for job in jobs]
+            futures = [
+                (job, pool.submit(self._run_job, job, ctx, f"{i}/{len(jobs)}")) for i, job in enumerate(jobs, start=1)
+            ]
             for job, future in futures:
                 try:
                     run, scan, udp, udp_runs = future.result()
@@ -549,21 +591,44 @@ class ServiceProbe:
                 results[t.key] = ProbeError(ProbeErrorReason.UNREACHABLE, "no declared host address for this system")
         return results
 
-    def _run_job(self, job: _Job, ctx: ProbeContext) -> tuple[NmapRun, ServiceScan, UdpSweep, list[NmapRun]]:
+    def _run_job(
+        self, job: _Job, ctx: ProbeContext, label: str = "1/1"
+    ) -> tuple[NmapRun, ServiceScan, UdpSweep, list[NmapRun]]:
         extra: list[str] = []
         if job.version_probes:
             extra = ["-sV", "--version-intensity", str(self.settings.version_intensity)]
+        host_timeout = host_timeout_s(job.politeness)
+        hostgroup = max(1, self.settings.hostgroup)
+        started = time.monotonic()
         run = run_nmap(
             sorted(job.hosts),
             sorted(job.ports),
             politeness=job.politeness,
             extra=extra,
-            timeout_s=max(30.0, job.politeness.timeout_s * 6),
+            timeout_s=host_timeout,
             nmap_path=ctx.nmap_path,
             systems=max(1, len(job.systems)),
+            hostgroup=hostgroup,
+            process_timeout_s=self.settings.chunk_time_limit_s
+            or run_time_limit(host_timeout, len(job.hosts), hostgroup),
+            keep_partial=True,
         )
         scan = parse_service_xml(run.xml)
         udp, udp_runs = self._udp_sweep(job, ctx)
+        unfinished = sorted(job.hosts - scan.hosts_done) if run.cut_short else []
+        gave_up = sorted(job.hosts & scan.hosts_timed_out)
+        level = logging.WARNING if unfinished or gave_up else logging.INFO
+        log.log(
+            level,
+            "service chunk %s: %d hosts × %d ports (%d systems) in %.1f s%s%s",
+            label,
+            len(job.hosts),
+            len(job.ports),
+            len(job.systems),
+            time.monotonic() - started,
+            f"; {run.cut_short}, {len(unfinished)} hosts unfinished" if unfinished else "",
+            f"; nmap gave up on {len(gave_up)} hosts (host timeout)" if gave_up else "",
+        )
         return run, scan, udp, udp_runs
 
     @staticmethod
@@ -607,9 +672,17 @@ class ServiceProbe:
         timed_out = sorted(hosts & set(scan.hosts_timed_out))
         if timed_out:
             return ProbeError(ProbeErrorReason.TIMEOUT, f"nmap gave up on {', '.join(timed_out)} (host timeout)")
+        if run.cut_short is not None:
+            # The run was stopped at its time limit: what nmap wrote of a finished host holds; the rest is unknown.
+            unfinished = sorted(hosts - scan.hosts_done)
+            if unfinished:
+                return ProbeError(
+                    ProbeErrorReason.TIMEOUT,
+                    f"{run.cut_short} (a run of {len(job.hosts)} hosts); it had not finished {', '.join(unfinished)}",
+                )
+        elif target.protocol == SYSTEM_LEVEL and not scan.finished_ok:
+            return ProbeError(ProbeErrorReason.TOOL_FAILED, scan.error_message or "nmap did not finish")
         if target.protocol == SYSTEM_LEVEL:
-            if not scan.finished_ok:
-                return ProbeError(ProbeErrorReason.TOOL_FAILED, scan.error_message or "nmap did not finish")
             # nmap runs with -Pn: a host that is down shows every port "filtered" and would look clean. Only a
             # host that answered on some port (open, or closed with a reset) has had its ports ruled out.
             silent = sorted(h for h in hosts if not host_answered(scan, h))

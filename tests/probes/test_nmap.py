@@ -7,9 +7,10 @@ import shutil
 import socket
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-import nmap
 import pytest
 
 from scanner.probes.base import Politeness, ProbeErrorReason
@@ -206,26 +207,46 @@ def test_missing_binary_is_tool_missing() -> None:
     assert info.value.reason is ProbeErrorReason.TOOL_MISSING
 
 
+@contextmanager
+def _silent_port() -> Iterator[int]:
+    """A loopback port that accepts connections (the kernel's backlog) and never says a word."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        sock.close()
+
+
 @needs_nmap_binary
-def test_process_timeout_is_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
-    def hang(self: object, **kwargs: object) -> None:
-        raise nmap.PortScannerTimeout("Timeout from nmap process")
+def test_process_stopped_at_its_limit_is_timeout_or_keeps_what_nmap_wrote() -> None:
+    """nmap -sV waits minutes on a silent port; the process limit stops it (a real process, a real port)."""
+    with _silent_port() as port:
+        kw: dict[str, Any] = {"politeness": Politeness(), "extra": ["-sV"], "timeout_s": 120, "process_timeout_s": 3}
+        with pytest.raises(NmapError) as info:
+            run_nmap(["127.0.0.1"], [port], **kw)
+        assert info.value.reason is ProbeErrorReason.TIMEOUT
+        assert info.value.detail == "nmap did not finish within 3s"
+        run = run_nmap(["127.0.0.1"], [port], keep_partial=True, **kw)
+    assert run.cut_short == "nmap did not finish within 3s"
+    assert "<nmaprun" in run.xml and "<runstats>" not in run.xml
+    with pytest.raises(NmapError):  # the one-document parser refuses it; the service parser reads it host by host
+        parse_nmap_xml(run.xml)
 
-    monkeypatch.setattr(nmap.PortScanner, "scan", hang)
+
+def test_nmap_failure_is_tool_failed(tmp_path: Path) -> None:
+    """An nmap that answers -V but fails the scan (status 1, a message, no XML): TOOL_FAILED with its message."""
+    fake = tmp_path / "nmap"
+    fake.write_text(
+        '#!/bin/sh\nif [ "$1" = "-V" ]; then echo "Nmap version 7.93 ( https://nmap.org )"; exit 0; fi\n'
+        'echo "Failed to open device lo" >&2\nexit 1\n'
+    )
+    fake.chmod(0o755)
     with pytest.raises(NmapError) as info:
-        run_nmap(["127.0.0.1"], [443], politeness=Politeness(), timeout_s=5)
-    assert info.value.reason is ProbeErrorReason.TIMEOUT
-
-
-@needs_nmap_binary
-def test_nmap_failure_is_tool_failed(monkeypatch: pytest.MonkeyPatch) -> None:
-    def fail(self: object, **kwargs: object) -> None:
-        raise nmap.PortScannerError("Failed to resolve")
-
-    monkeypatch.setattr(nmap.PortScanner, "scan", fail)
-    with pytest.raises(NmapError) as info:
-        run_nmap(["127.0.0.1"], [443], politeness=Politeness(), timeout_s=5)
+        run_nmap(["127.0.0.1"], [443], politeness=Politeness(), timeout_s=5, nmap_path=str(fake))
     assert info.value.reason is ProbeErrorReason.TOOL_FAILED
+    assert info.value.detail == "Failed to open device lo"
 
 
 # --- XML parsing -----------------------------------------------------------------------------
