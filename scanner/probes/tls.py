@@ -47,6 +47,7 @@ from scanner.probes.base import (
     is_ip,
 )
 from scanner.probes.nmap import (
+    NMAP_MAX_PROCESSES,
     SCRIPT_TIMEOUT_SHARE,
     NmapArgumentError,
     NmapError,
@@ -57,7 +58,6 @@ from scanner.probes.nmap import (
 )
 
 NMAP_SCRIPTS = ("ssl-enum-ciphers", "ssl-cert")
-NMAP_MAX_PROCESSES = 3  # concurrent nmap processes (the scan machine has few cores)
 NMAP_MAX_HOSTS_PER_RUN = 64
 NMAP_BATCHES = 3  # endpoints are handed to nmap in about this many batches as their handshakes complete
 NMAP_MIN_BATCH = 16
@@ -160,7 +160,10 @@ class HandshakeFailure:
 HandshakeOutcome = Handshake | HandshakeFailure
 
 
+@functools.cache
 def _client_context() -> SSL.Context:
+    """Built once per process and shared by every handshake (OpenSSL makes connections from one configured
+    context on many threads; nothing here changes it after this)."""
     ctx = SSL.Context(SSL.TLS_CLIENT_METHOD)
     # Assess weak and legacy servers too: every version from TLS 1.0, every suite, no security level.
     ctx.set_min_proto_version(SSL.TLS1_VERSION)
