@@ -9,9 +9,9 @@ STAMP := $(VENV)/.installed
 # rsyslog + rsyslog-openssl (access-log tests start a collector with a TLS input; the TLS driver is a separate package),
 # logrotate (rotation tests rotate the collector's files the way a Debian host does), dcmtk + orthanc (real DICOM
 # nodes that check calling AE titles, plain and over TLS), snmpd (the UDP sweep meets a real SNMP agent),
-# openssh-server (a real Debian sshd banner judged end to end).
+# openssh-server (a real Debian sshd banner judged end to end), nginx-light (serves recorded data-update answers).
 APT_DEMO := nmap
-APT_TEST := nmap chromium postgresql rsyslog rsyslog-openssl iproute2 logrotate dcmtk orthanc snmpd openssh-server
+APT_TEST := nmap chromium postgresql rsyslog rsyslog-openssl iproute2 logrotate dcmtk orthanc snmpd openssh-server nginx-light
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test lint unit bench apt-demo apt-test clean
