@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import errno
+import functools
 import http.client
 import re
 import socket
@@ -189,6 +190,14 @@ def lenient_tls_context() -> ssl.SSLContext:
     return ctx
 
 
+@functools.cache
+def _shared_lenient_context() -> ssl.SSLContext:
+    """One lenient context for every HTTP probe connection of the process (an SSLContext may be shared across
+    threads once configured; _ProbeAdapter always sends with verify=False, so urllib3 only re-sets verify_mode and
+    check_hostname to the values they already have)."""
+    return lenient_tls_context()
+
+
 class _ProbeAdapter(HTTPAdapter):
     """Sends SNI = the declared server name while connecting to the declared address."""
 
@@ -197,11 +206,17 @@ class _ProbeAdapter(HTTPAdapter):
         super().__init__(max_retries=0, pool_connections=1, pool_maxsize=1)
 
     def init_poolmanager(self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any) -> None:
-        pool_kwargs["ssl_context"] = lenient_tls_context()
+        pool_kwargs["ssl_context"] = _shared_lenient_context()
         if self._server_name:
             pool_kwargs["server_hostname"] = self._server_name
         super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
         self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+
+    def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> requests.Response:
+        # The context is shared and never verifies (certificate trust is the TLS probe's job): a caller's
+        # verify=True would have urllib3 switch it to CERT_REQUIRED for every connection of the process.
+        kwargs["verify"] = False
+        return super().send(request, *args, **kwargs)
 
 
 @contextlib.contextmanager
