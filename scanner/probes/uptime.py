@@ -54,7 +54,7 @@ from scanner.probes.base import (
     declared_ports,
     system_hosts,
 )
-from scanner.probes.nmap import NMAP_MAX_PROCESSES, NmapArgumentError, NmapError, process_limit, run_nmap
+from scanner.probes.nmap import NMAP_MAX_PROCESSES, NmapArgumentError, NmapError, run_nmap, run_time_limit
 
 MAX_HOSTS_PER_RUN = 64
 UPTIME_HOSTGROUP = 16  # hosts nmap looks at side by side; it writes each group when done (kept if a run is cut)
@@ -418,7 +418,6 @@ class UptimeProbe:
     @staticmethod
     def _run(planned: UptimeRun, ctx: ProbeContext, label: str = "1/1") -> tuple[UptimeScan, str, str | None]:
         host_timeout = max(30.0, planned.politeness.timeout_s * 6)
-        groups = -(-len(planned.hosts) // UPTIME_HOSTGROUP)
         started = time.monotonic()
         try:
             run = run_nmap(
@@ -430,8 +429,7 @@ class UptimeProbe:
                 nmap_path=ctx.nmap_path,
                 systems=planned.systems,
                 hostgroup=UPTIME_HOSTGROUP,
-                # each group ends by nmap's host timeout, the groups one after another: the limit follows the size
-                process_timeout_s=groups * (host_timeout + 15) + process_limit(host_timeout) - host_timeout - 15,
+                process_timeout_s=run_time_limit(host_timeout, len(planned.hosts), UPTIME_HOSTGROUP),
                 keep_partial=True,
             )
         except NmapError as exc:

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from scanner.probes.base import SYSTEM_LEVEL, Politeness, ProbeContext, ProbeError, ProbeFacts, Target
+from scanner.probes.nmap import NmapError
 from scanner.probes.uptime import (
     PRIVILEGE_HINT,
     HostUptime,
@@ -61,6 +62,17 @@ def test_parse_reads_uptime_clock_and_open_ports() -> None:
     assert parsed["127.0.0.3"].seconds is None
     assert parsed["127.0.0.1"].hz == 1000 and round(parsed["127.0.0.1"].wraps_after_days or 0, 1) == 49.7
     assert not parse_uptime_xml(_xml(PLAIN).replace('exit="success"', 'exit="error"')).finished_ok
+
+
+def test_output_of_a_run_stopped_at_its_limit_keeps_the_hosts_nmap_wrote_in_full() -> None:
+    """nmap writes each host group when it is done; a stopped run's XML ends inside the next host."""
+    cut = _xml(PLAIN, RANDOM).split("<runstats>")[0]
+    cut = cut[: cut.index("127.0.0.2") + 5]
+    scan = parse_uptime_xml(cut)
+    assert set(scan.hosts) == {"127.0.0.1"} and scan.hosts["127.0.0.1"].seconds == 8973
+    assert not scan.finished_ok and (scan.error_message or "").startswith("nmap XML cut short")
+    with pytest.raises(NmapError):  # nothing written in full: unusable output
+        parse_uptime_xml(cut[: cut.index("127.0.0.1")])
 
 
 def _outcome(hosts: list[str], *xml_hosts: str) -> ProbeFacts | ProbeError:
