@@ -8,12 +8,11 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-
-from sqlalchemy import Engine
+from typing import TYPE_CHECKING
 
 from scanner import __version__
 from scanner.catalog import ControlCatalog, control_files, load_catalog
@@ -25,6 +24,9 @@ from scanner.inventory import Inventory, ScopedTargets, check_scope, inventory_p
 from scanner.probes.base import Probe, ProbeContext, TrustSettings
 from scanner.results import ControlInfo, FindingRecord, RunMeta, RunSummary, SystemInfo
 from scanner.waivers import Waivers, load_waivers
+
+if TYPE_CHECKING:  # the store (SQLAlchemy) is imported only by the commands that open it
+    from sqlalchemy import Engine
 
 
 @dataclass(frozen=True)
@@ -102,8 +104,15 @@ def probe_context(config: Config) -> ProbeContext:
     )
 
 
-def store_probes(engine: Engine, config: Config, now: Callable[[], datetime]) -> dict[str, Probe]:
-    """Probe kinds whose facts come from the store: `sla` (availability measured from stored samples)."""
+def store_probes(
+    engine: Engine, config: Config, now: Callable[[], datetime], kinds: Collection[str] | None = None
+) -> dict[str, Probe]:
+    """Probe kinds whose facts come from the store: `sla` (availability measured from stored samples). With `kinds`
+    (the plan's probe kinds), only those planned: a scan without availability controls does not import them."""
+    from scanner.probes.availability import SLA_KIND
+
+    if kinds is not None and SLA_KIND not in kinds:
+        return {}
     from scanner.store.availability import SlaProvider
 
     return {SlaProvider.kind: SlaProvider(engine, config.availability, now)}
@@ -154,7 +163,7 @@ def run_scan(
     from scanner.store.retry import retry_locked
 
     engine = open_store(ws.config.resolved_store_url())
-    probes = {**store_probes(engine, ws.config, now), **probes}  # a caller's own probe of a kind wins
+    probes = {**store_probes(engine, ws.config, now, plan.targets.keys()), **probes}  # a caller's own kind wins
     host = socket.gethostname()
     meta = run_meta(ws, plan, selection, host, agent_id)
     started = now()

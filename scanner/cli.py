@@ -165,7 +165,7 @@ def scan(
                 progress.console.print(f"  {kind}: {n} target(s) done")
 
         with _user_errors():
-            probes = make_probes(ws.config)
+            probes = make_probes(ws.config, plan.targets.keys())
         result = run_scan(ws, plan, probes, selection, progress=advance)
     _print_records(result.records, fmt)
     counts = Counter(r.status.value for r in result.records)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 from scanner.config import Config
 from scanner.probes.auditlog import AuditLogProbe, LogShippingProbe
@@ -36,11 +36,14 @@ STORE_FACT_KINDS: dict[str, tuple[tuple[FactSpec, ...], frozenset[str]]] = {
 }
 
 
-def make_probes(config: Config | None = None) -> dict[str, Probe]:
-    """One probe of each kind. `config` supplies the service probe's sweep ports and version data
-    (without it: the defaults and the shipped data). Raises InputError for unreadable version data."""
-    probes: dict[str, Probe] = {kind: cls() for kind, cls in PROBE_CLASSES.items() if kind != ServiceProbe.kind}
-    probes[ServiceProbe.kind] = ServiceProbe(service_settings(config))
+def make_probes(config: Config | None = None, kinds: Collection[str] | None = None) -> dict[str, Probe]:
+    """One probe of each kind, or of each of `kinds` (the plan's: a TLS-only scan does not load the version data).
+    `config` supplies the service probe's sweep ports and version data (without it: the defaults and the shipped
+    data). Raises InputError for unreadable version data."""
+    wanted = PROBE_CLASSES.keys() if kinds is None else set(kinds) & PROBE_CLASSES.keys()
+    probes: dict[str, Probe] = {kind: PROBE_CLASSES[kind]() for kind in wanted if kind != ServiceProbe.kind}
+    if ServiceProbe.kind in wanted:
+        probes[ServiceProbe.kind] = ServiceProbe(service_settings(config))
     return probes
 
 
