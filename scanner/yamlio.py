@@ -62,9 +62,34 @@ class LoadedYaml:
         return Problem(self.file, line, col, message, hint)
 
 
-def _construct(node: yaml.Node, path: PathKey, out: LoadedYaml, problems: list[Problem]) -> Any:
+class _Builder:
+    """Turns one composed node tree into plain data, checking as it goes: duplicate and merge keys, numbers,
+    nesting (MAX_NESTING), and — as a guard behind load_yaml's refusal of anchors — a collection met twice."""
+
+    def __init__(self, out: LoadedYaml, problems: list[Problem]) -> None:
+        self.out = out
+        self.problems = problems
+        self.seen: set[int] = set()
+        self.constructor = yaml.constructor.SafeConstructor()
+
+    def build(self, node: yaml.Node, path: PathKey, depth: int = 0) -> Any:
+        return _construct(node, path, self.out, self.problems, self, depth)
+
+
+def _construct(
+    node: yaml.Node, path: PathKey, out: LoadedYaml, problems: list[Problem], builder: _Builder, depth: int
+) -> Any:
     # A mapping key's own position was recorded by the parent; keep it (errors point at the key).
     out.positions.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
+    if isinstance(node, yaml.ScalarNode):
+        if node.tag == _STR_TAG:  # most values: text as written, nothing to resolve
+            return node.value
+        return _plain_scalar(node, out, problems, builder)
+    if id(node) in builder.seen:  # the same collection twice: an alias (refused before composing; kept as a guard)
+        raise InputError([_at(out.file, node, "YAML anchors and aliases are not supported", _ALIAS_HINT)])
+    builder.seen.add(id(node))
+    if depth >= MAX_NESTING:
+        raise _too_deep(out.file, node.start_mark)
     if isinstance(node, yaml.MappingNode):
         result: dict[str, Any] = {}
         for key_node, value_node in node.value:
@@ -81,11 +106,13 @@ def _construct(node: yaml.Node, path: PathKey, out: LoadedYaml, problems: list[P
                 )
                 continue
             out.positions[(*path, key)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-            result[key] = _construct(value_node, (*path, key), out, problems)
+            result[key] = _construct(value_node, (*path, key), out, problems, builder, depth + 1)
         return result
-    if isinstance(node, yaml.SequenceNode):
-        return [_construct(item, (*path, i), out, problems) for i, item in enumerate(node.value)]
-    assert isinstance(node, yaml.ScalarNode)
+    assert isinstance(node, yaml.SequenceNode)
+    return [_construct(item, (*path, i), out, problems, builder, depth + 1) for i, item in enumerate(node.value)]
+
+
+def _plain_scalar(node: yaml.ScalarNode, out: LoadedYaml, problems: list[Problem], builder: _Builder) -> Any:
     # Resolve the plain scalar with the safe constructor (ints, floats, bools, null, timestamps as str).
     if node.tag == "tag:yaml.org,2002:timestamp":
         return str(node.value)
@@ -93,7 +120,7 @@ def _construct(node: yaml.Node, path: PathKey, out: LoadedYaml, problems: list[P
         problems.append(_at(out.file, node, f"number too long ({len(node.value)} characters)", _INT_HINT))
         return None
     try:
-        value = _scalar(node)
+        value = builder.constructor.construct_object(node, deep=True)
     except (yaml.YAMLError, ValueError) as exc:
         problems.append(_at(out.file, node, f"unreadable value: {exc}"))
         return None
@@ -109,11 +136,8 @@ def _construct(node: yaml.Node, path: PathKey, out: LoadedYaml, problems: list[P
 
 
 _INT_HINT = f"write a whole number between {-MAX_INT} and {MAX_INT}, or quote it if it is text"
-
-
-def _scalar(node: yaml.ScalarNode) -> Any:
-    # The safe constructor alone (a whole SafeLoader per scalar cost more than the rest of the load).
-    return yaml.constructor.SafeConstructor().construct_object(node, deep=True)
+_ALIAS_HINT = "write the value out where it is used"
+_STR_TAG = "tag:yaml.org,2002:str"
 
 
 def _too_deep(file: Path, mark: yaml.Mark | None) -> InputError:
@@ -176,31 +200,13 @@ def load_yaml(file: Path, *, text: str | None = None) -> LoadedYaml:
             raise InputError.single(f"cannot read file: {exc.strerror}", file=file) from None
     out = LoadedYaml(file=file, data=None)
     try:
-        # Anchors and aliases are refused before composing: a self-referencing alias would recurse forever and
-        # nested aliases ("billion laughs") would exhaust memory; hand-written inventories do not need them.
-        # Nesting is bounded here too, before PyYAML's recursive composer sees the document.
-        depth = 0
-        for token in yaml.scan(text, Loader=_LOADER):
-            if isinstance(token, _OPENERS):
-                depth += 1
-                if depth > MAX_NESTING:
-                    raise _too_deep(file, token.start_mark)
-            elif isinstance(token, _CLOSERS):
-                depth -= 1
-            elif isinstance(token, yaml.AliasToken | yaml.AnchorToken):
-                kind = "alias" if isinstance(token, yaml.AliasToken) else "anchor"
-                mark = token.start_mark
-                raise InputError(
-                    [
-                        Problem(
-                            file,
-                            mark.line + 1,
-                            mark.column + 1,
-                            f"YAML {kind}s ({'*' if kind == 'alias' else '&'}{token.value}) are not supported",
-                            "write the value out where it is used",
-                        )
-                    ]
-                )
+        # One pass over the text (libyaml composes; the checks run on the node tree as it becomes data), except:
+        # anchors and aliases are refused before composing — a self-referencing alias would recurse forever and
+        # nested aliases ("billion laughs") would exhaust memory; hand-written inventories do not need them. Only
+        # a text with an '&' or '*' somewhere can hold one, and only such a text is scanned for them first. PyYAML's
+        # Python composer (no libyaml) recurses without a bound, so there every text is scanned for nesting first.
+        if _LOADER is yaml.SafeLoader or "&" in text or "*" in text:
+            _check_tokens(file, text)
         nodes = list(yaml.compose_all(text, Loader=_LOADER))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
@@ -224,10 +230,36 @@ def load_yaml(file: Path, *, text: str | None = None) -> LoadedYaml:
         out.data = None
         return out
     problems: list[Problem] = []
-    out.data = _construct(nodes[0], (), out, problems)
+    out.data = _Builder(out, problems).build(nodes[0], ())
     if problems:
         raise InputError(problems)
     return out
+
+
+def _check_tokens(file: Path, text: str) -> None:
+    """Refuse anchors and aliases (at the first one) and nesting deeper than MAX_NESTING, from the tokens alone."""
+    depth = 0
+    for token in yaml.scan(text, Loader=_LOADER):
+        if isinstance(token, _OPENERS):
+            depth += 1
+            if depth > MAX_NESTING:
+                raise _too_deep(file, token.start_mark)
+        elif isinstance(token, _CLOSERS):
+            depth -= 1
+        elif isinstance(token, yaml.AliasToken | yaml.AnchorToken):
+            kinds, sign = ("aliases", "*") if isinstance(token, yaml.AliasToken) else ("anchors", "&")
+            mark = token.start_mark
+            raise InputError(
+                [
+                    Problem(
+                        file,
+                        mark.line + 1,
+                        mark.column + 1,
+                        f"YAML {kinds} ({sign}{token.value}) are not supported",
+                        _ALIAS_HINT,
+                    )
+                ]
+            )
 
 
 def validate_model(model: type[M], loaded: LoadedYaml, data: Any = None, base: PathKey = ()) -> M:
