@@ -109,9 +109,9 @@ def store_probes(
 ) -> dict[str, Probe]:
     """Probe kinds whose facts come from the store: `sla` (availability measured from stored samples). With `kinds`
     (the plan's probe kinds), only those planned: a scan without availability controls does not import them."""
-    from scanner.probes.availability import SLA_KIND
+    from scanner.probes.registry import STORE_KINDS
 
-    if kinds is not None and SLA_KIND not in kinds:
+    if kinds is not None and not STORE_KINDS & set(kinds):
         return {}
     from scanner.store.availability import SlaProvider
 
