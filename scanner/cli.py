@@ -32,8 +32,8 @@ from scanner.textsafe import clean_text
 F = TypeVar("F", bound=Callable[..., Any])
 EXIT_OK, EXIT_FINDINGS, EXIT_INPUT, EXIT_INCOMPLETE = 0, 1, 2, 3
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+out = Console(highlight=False, emoji=False)  # no ":code:" becomes an emoji (nor loads the 30 ms table)
+err = Console(stderr=True, highlight=False, emoji=False)
 
 
 def _plain(text: object) -> Text:
