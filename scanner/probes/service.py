@@ -308,7 +308,7 @@ _SERVICE_FACTS: tuple[FactSpec, ...] = (
     FactSpec("service.confidence", "int", "nmap's confidence 0..10 in the service name.", True),
     FactSpec("service.tunnel", "str", "'ssl' when nmap found the service behind TLS.", True),
     FactSpec("service.version_probed", "bool", "Version detection ran (false on fragile systems)."),
-    FactSpec("service.nmap_xml_sha256", "str", "SHA-256 of the raw nmap XML the facts come from."),
+    FactSpec("service.nmap_xml_sha256", "str", "SHA-256 of the raw nmap XML the facts come from.", volatile=True),
     FactSpec("patch.product_id", "str", "Product id in the version data, or null if not recognised.", True),
     FactSpec("patch.product_name", "str", "Product name in the version data.", True),
     FactSpec("patch.version", "str", "Upstream version read from the fingerprint, e.g. '8.9p1'.", True),
@@ -390,7 +390,7 @@ _SYSTEM_FACTS: tuple[FactSpec, ...] = (
     ),
     FactSpec("versiondata.kev_as_of", "datetime", "Release date of the KEV snapshot (null: none recorded).", True),
     FactSpec("versiondata.kev_catalog", "str", "catalogVersion of the KEV snapshot.", True),
-    FactSpec("service.nmap_xml_sha256", "str", "SHA-256 of the raw nmap XML the facts come from."),
+    FactSpec("service.nmap_xml_sha256", "str", "SHA-256 of the raw nmap XML the facts come from.", volatile=True),
 )
 
 
