@@ -353,11 +353,14 @@ SLA_FACTS: tuple[FactSpec, ...] = (
     ),
     FactSpec("sla.last_sample_at", "datetime", "Time of the endpoint's newest sample.", True, volatile=True),
     FactSpec("sla.outage_count", "int", "Down periods (consecutive confirmed downs) overlapping the window."),
-    FactSpec("sla.longest_outage_seconds", "float", "Longest outage inside the window (maintenance removed)."),
+    FactSpec(
+        "sla.longest_outage_seconds", "float", "Longest outage inside the window (maintenance removed).", volatile=True
+    ),
     FactSpec(
         "sla.outages",
         "list[object]",
         "Up to 20 longest outages: {start, end, seconds, ongoing, ended_by: up|unknown}, clipped to the window.",
+        volatile=True,
     ),
     FactSpec("sla.latency_budget_ms", "int", "The system's declared p95 latency budget (AVL-03).", True),
     FactSpec(
@@ -391,6 +394,7 @@ SLA_FACTS: tuple[FactSpec, ...] = (
         "list[object]",
         "System level: {endpoint, site, state: up|down|unknown, last_sample_at} per declared instance; "
         "state is unknown when the newest sample is older than 2 × the sampling interval.",
+        volatile=True,
     ),
     FactSpec("sla.instances_up", "int", "System level: instances whose newest (fresh) sample is up."),
     FactSpec("sla.instances_down", "int", "System level: instances whose newest (fresh) sample is down."),
