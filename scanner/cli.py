@@ -573,7 +573,8 @@ def facts(probe: str | None) -> None:
         for col in ("fact", "type", "description"):
             table.add_column(col, overflow="fold")
         for s in items:
-            table.add_row(s.name, s.type + (" | null" if s.nullable else ""), s.description)
+            volatile = " Volatile: a reading kept as evidence, not part of the verdict's digest." if s.volatile else ""
+            table.add_row(s.name, s.type + (" | null" if s.nullable else ""), s.description + volatile)
         out.print(table)
 
 
