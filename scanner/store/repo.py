@@ -185,6 +185,13 @@ def verdict_digest(
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
+def legacy_digest(status: str, message: str, evidence: dict[str, Any]) -> str:
+    """The digest stores written before migration 0007 hold (status, message and all evidence): a verdict judged
+    the same as then is converted to its new digest without a new finding row."""
+    blob = json.dumps([status, message, evidence], sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
 def latest_evidence(evidence: dict[str, Any], volatile: Iterable[str]) -> dict[str, Any] | None:
     """The volatile readings of this verification, kept on the finding's state (None when it has none)."""
     found = {k: evidence[k] for k in volatile if k in evidence}
@@ -278,6 +285,12 @@ def complete_run(
             message, evidence = clean_text(rec.message), clean_value(rec.evidence)
             digest = verdict_digest(status, evidence, rec.volatile, rec.outcome)
             latest = latest_evidence(evidence, rec.volatile)
+            if (
+                prev is not None
+                and prev.verdict_digest != digest
+                and prev.verdict_digest == legacy_digest(status, message, evidence)
+            ):
+                prev.verdict_digest = digest  # judged before migration 0007, unchanged since: no new row
             if prev is None or prev.verdict_digest != digest or prev.finding_id is None:
                 digests[rec.fingerprint] = digest
                 finding_rows.append(

@@ -188,3 +188,26 @@ def test_three_scans_of_an_unchanged_lab_add_no_rows_after_the_first(lab: Lab, s
     assert log05 and all(r.status.value == "pass" for r in log05), [r.message for r in log05]
     assert rows[0] == len(result.records) >= len(names) * 7
     assert rows[1] == rows[0] and rows[2] == rows[0], f"finding rows after each scan: {rows} (skews {skews})"
+
+
+def test_a_store_judged_before_the_new_digests_adds_no_rows_for_unchanged_verdicts(
+    engine: Engine, catalog: ControlCatalog
+) -> None:
+    """Digests written before migration 0007 were status + message + evidence: a verdict judged exactly the same
+    again is converted without a row; one whose reading moved writes its row once, then no more."""
+    same, moving = judged(catalog, "LOG-05", skew(-0.5), "a"), judged(catalog, "LOG-05", skew(-0.63), "b")
+    store_run(engine, [same, moving], T0)
+    with engine.begin() as conn:  # as a store from before the upgrade holds them
+        for rec in (same, moving):
+            conn.execute(
+                text("update finding_state set verdict_digest = :d where endpoint_key = :e"),
+                {"d": repo.legacy_digest(rec.status.value, rec.message, rec.evidence), "e": rec.endpoint_key},
+            )
+    moved = judged(catalog, "LOG-05", skew(-0.41), "b")
+    store_run(engine, [same, moved], T0 + timedelta(hours=1))
+    assert finding_rows(engine) == 3  # only the moved reading's row (the old digest held the reading)
+    store_run(engine, [same, judged(catalog, "LOG-05", skew(-0.59), "b")], T0 + timedelta(hours=2))
+    assert finding_rows(engine) == 3
+    with engine.connect() as conn:
+        digests = set(conn.execute(text("select verdict_digest from finding_state")).scalars())
+    assert digests == {repo.verdict_digest("pass", r.evidence, r.volatile, r.outcome) for r in (same, moved)}

@@ -2,8 +2,9 @@
 
 A verdict's digest no longer holds volatile readings, so an unchanged verdict writes no finding row; the readings
 of the run that last verified it are kept on its finding_state row instead (updated in place), so none is lost.
-Existing digests were built the old way: each fingerprint writes one more finding row on its first run after this
-upgrade, then none while its verdict holds.
+Existing digests were built the old way (status, message, evidence); a verdict judged exactly the same on the first
+run after this upgrade is converted to its new digest without a row (scanner.store.repo.legacy_digest), one whose
+reading moved writes one more row, then none while its verdict holds.
 
 Revision ID: 0007
 Revises: 0006
