@@ -150,7 +150,14 @@ class DeclaredSoftware(Strict):
     """Software the network cannot see (clinical applications, appliances, the OS): judged by PAT-03."""
 
     product: str = Field(min_length=1, description="Product name or id in the version data (`hcscan data info`).")
-    version: str = Field(min_length=1, description="Upstream version or release, e.g. '9.6p1', '2019', '12'.")
+    version: str | None = Field(
+        None,
+        min_length=1,
+        description=(
+            "Upstream version or release, e.g. '9.6p1', '2019', '12'. Leave it out only for a product whose version "
+            "hcscan reads from its documented version endpoint (`hcscan data info`), e.g. Mirth Connect."
+        ),
+    )
     package_version: str | None = Field(None, description="Installed distribution package, e.g. '1:8.9p1-3ubuntu0.10'.")
     updated: dt.date | None = Field(None, description="When the package was last updated (YYYY-MM-DD).")
     eol: dt.date | None = Field(None, description="Vendor end of support, for products not in the version data.")
@@ -161,6 +168,16 @@ class DeclaredSoftware(Strict):
     @classmethod
     def _text(cls, value: object) -> object:
         return str(value) if isinstance(value, int | float) else value
+
+    @model_validator(mode="after")
+    def _versionless(self) -> DeclaredSoftware:
+        if self.version is None:
+            given = [f for f in ("package_version", "updated", "eol", "latest", "latest_date") if getattr(self, f)]
+            if given:
+                raise ValueError(
+                    f"software '{self.product}': {', '.join(given)} needs a version; add version: <release>"
+                )
+        return self
 
 
 class System(Strict):

@@ -95,13 +95,16 @@ def _label(facts: Mapping[str, Any]) -> str:
 
 
 def _evidence_note(facts: Mapping[str, Any]) -> str:
+    data = facts.get("patch.data_version")
+    if facts.get("patch.matched_by") == "version_endpoint":  # "GET /api/server/version: 4.4.0"
+        read = f"{facts.get('patch.source_text')!s:.80}"
+        return f"[version read from the product's version endpoint, {read}" + (f"; data {data}]" if data else "]")
     how = {"nmap_product": "nmap -sV", "cpe": "nmap CPE", "banner": "service banner"}.get(
         str(facts.get("patch.matched_by")), "fingerprint"
     )
     kind = "distribution banner" if facts.get("patch.evidence") == "distribution_banner" else "upstream banner"
     source = facts.get("patch.source_text")
     seen = f": {source!s:.80}" if source else ""
-    data = facts.get("patch.data_version")
     return f"[{kind} via {how}{seen}" + (f"; data {data}]" if data else "]")
 
 
@@ -337,6 +340,7 @@ def declared_software(facts: Mapping[str, Any], params: Mapping[str, Any], now: 
     problems: list[str] = []
     unknown: list[str] = []
     good: list[str] = []
+    on_endpoints: list[str] = []  # declared without a version: read from its version endpoint by PAT-01/02/05
     supported_os = [
         f"{i.get('product')} {i.get('version')} (until {i.get('cycle_eol')})"
         for i in items
@@ -351,6 +355,9 @@ def declared_software(facts: Mapping[str, Any], params: Mapping[str, Any], now: 
         label = f"{item.get('product')} {item.get('version')}"
         if item.get("unknown_reason"):
             unknown.append(str(item["unknown_reason"]))
+            continue
+        if item.get("judged_on_endpoints"):
+            on_endpoints.append(f"{item.get('product')} ({item.get('judged_on_endpoints')})")
             continue
         eol = item.get("cycle_eol")
         if _eol_unreadable(eol):
@@ -406,7 +413,14 @@ def declared_software(facts: Mapping[str, Any], params: Mapping[str, Any], now: 
         return CheckResult(False, tuple(problems + [f"could not judge: {u}" for u in unknown]))
     if unknown:
         return _error(*unknown)
-    return CheckResult(True, (f"supported and patched: {', '.join(good)}",))
+    read = (
+        f"declared without a version, so PAT-01/02/05 judge the version its endpoints show: {', '.join(on_endpoints)}"
+        if on_endpoints
+        else ""
+    )
+    if not good:
+        return _na(read or "the system declares no software")
+    return CheckResult(True, (f"supported and patched: {', '.join(good)}" + (f"; {read}" if read else ""),))
 
 
 def version_data_age(facts: Mapping[str, Any], params: Mapping[str, Any], now: datetime) -> CheckResult:

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from scanner.saferegex import compile_safe
-from scanner.versiondata.model import Cycle, KevEntry, Product, VersionData, VersionRange
+from scanner.versiondata.model import Cycle, KevEntry, Product, VersionData, VersionEndpoint, VersionRange
 from scanner.versiondata.schemes import VersionParseError, VersionScheme
 
-Evidence = Literal["bare_upstream_banner", "distribution_banner", "declared", "none"]
+Evidence = Literal["bare_upstream_banner", "distribution_banner", "version_endpoint", "declared", "none"]
 
 _DEB_RELEASE = re.compile(r"(?:\+|~)deb(\d+)(?:u\d+)?", re.IGNORECASE)
 _UBUNTU_RELEASE = re.compile(r"ubuntu(?:0\.)?(\d{2}\.\d{2})", re.IGNORECASE)
@@ -49,11 +49,12 @@ class Identification:
     version: str | None  # upstream version, as the scheme reads it
     cycle: Cycle | None
     evidence: Evidence
-    matched_by: str | None  # "cpe", "nmap_product", "banner", "declared"
+    matched_by: str | None  # "cpe", "nmap_product", "banner", "version_endpoint", "declared"
     source_text: str | None  # the text the version came from
     distro: Distro | None = None
     reason: str | None = None  # why the product/version/cycle is unknown, when it is
     kev: tuple[KevEntry, ...] = field(default_factory=tuple)
+    version_source: str | None = None  # where the version was read, when not from nmap/the banner
 
 
 def detect_distro(text: str, product_id: str | None, version: str | None, data: VersionData) -> Distro | None:
@@ -239,6 +240,95 @@ def kev_fixed_by_latest(
     return [k.cve for k in hits if not any(in_range(scheme, cycle.latest, r) for r in k.versions)]
 
 
+_HOW = {"nmap_product": "nmap -sV", "cpe": "nmap -sV CPE", "banner": "service banner"}
+MAX_READ_SHOWN = 60  # characters of an unusable version-endpoint answer quoted in a reason
+
+
+def _version_source(ident: Identification) -> str | None:
+    """Where the version came from: 'nmap -sV', 'service banner', 'version-endpoint GET /api/server/version'."""
+    if ident.version is None:
+        return None
+    return ident.version_source or _HOW.get(str(ident.matched_by), ident.matched_by)
+
+
+def version_read_products(
+    data: VersionData, ident: Identification, software: Sequence[Mapping[str, Any]]
+) -> list[Product]:
+    """The products whose documented version endpoint is worth one GET on this port.
+
+    Only when the version is not otherwise visible: the product nmap or the banner recognised without a version,
+    or, when nothing on the port names a product, the system's `software:` entries declared without a version.
+    """
+    if ident.product is not None:
+        return [ident.product] if ident.version is None and ident.product.version_endpoints else []
+    found: list[Product] = []
+    for item in software:
+        if item.get("version"):
+            continue
+        product = data.product_by_name(str(item.get("product") or ""))
+        if product is not None and product.version_endpoints and product not in found:
+            found.append(product)
+    return found
+
+
+@dataclass(frozen=True)
+class VersionRead:
+    """What one GET of a version endpoint gave: the body text (capped), or why there is none."""
+
+    endpoint: VersionEndpoint
+    text: str | None
+    failure: str | None = None
+
+
+def identify_from_read(data: VersionData, product: Product, read: VersionRead, prior: Identification) -> Identification:
+    """The identification after reading `product`'s version endpoint (`prior`: what nmap/the banner gave)."""
+    where = f"GET {read.endpoint.path}"
+    failure = read.failure
+    version: str | None = None
+    if failure is None:
+        m = compile_safe(read.endpoint.pattern).search(read.text or "")  # validated at load; RE2 keeps it linear
+        version = m.groups.get("version") if m else None
+        if not version:
+            printable = "".join(c if c.isprintable() and c != "\ufffd" else "?" for c in read.text or "")
+            shown = " ".join(printable.split())[:MAX_READ_SHOWN]
+            failure = f"the answer holds no version ('{shown}')" if shown else "the answer was empty"
+    if version is None:
+        seen = prior.reason if prior.product is not None else f"{product.name} is declared without a version"
+        return Identification(
+            product,
+            None,
+            None,
+            "none",
+            prior.matched_by or "declared",
+            prior.source_text,
+            reason=f"{seen}; its version endpoint ({where}) gave none: {failure}",
+        )
+    try:
+        head = data.scheme(product).parse(version).head
+    except VersionParseError:
+        return Identification(
+            product,
+            None,
+            None,
+            "none",
+            "version_endpoint",
+            f"{where}: {version}",
+            reason=f"{product.name} version {version!r} from its version endpoint ({where}) is not readable",
+        )
+    cycle = data.cycle_for(product, head)
+    return Identification(
+        product=product,
+        version=head,
+        cycle=cycle,
+        evidence="version_endpoint",
+        matched_by="version_endpoint",
+        source_text=f"{where}: {version}",
+        reason=None if cycle is not None else f"{product.name} {head}: its release cycle is not in the version data",
+        kev=kev_hits(data, product, head),
+        version_source=f"version-endpoint {where}",
+    )
+
+
 def _iso(value: dt.date | bool | None) -> str | bool | None:
     return value.isoformat() if isinstance(value, dt.date) else value
 
@@ -258,6 +348,7 @@ def identification_facts(ident: Identification, data: VersionData) -> dict[str, 
         "patch.product_id": prod.id if prod else None,
         "patch.product_name": prod.name if prod else None,
         "patch.version": ident.version,
+        "patch.version_source": _version_source(ident),
         "patch.matched_by": ident.matched_by,
         "patch.source_text": ident.source_text[:300] if ident.source_text else None,
         "patch.evidence": ident.evidence,
@@ -288,9 +379,13 @@ def identification_facts(ident: Identification, data: VersionData) -> dict[str, 
     }
 
 
-def assess_declared(data: VersionData, item: dict[str, Any]) -> dict[str, Any]:
-    """One inventory `software:` entry, looked up in the version data (or in its own declared lifecycle)."""
-    name, version = str(item.get("product", "")), str(item.get("version", ""))
+def assess_declared(data: VersionData, item: dict[str, Any], http_endpoints: bool = True) -> dict[str, Any]:
+    """One inventory `software:` entry, looked up in the version data (or in its own declared lifecycle).
+
+    An entry without a version is judged on the system's endpoints when the product has a version endpoint and the
+    system declares an HTTP(S) endpoint (`http_endpoints`) to read it on; otherwise it cannot be judged.
+    """
+    name, version = str(item.get("product") or ""), str(item.get("version") or "")
     out: dict[str, Any] = {"product": name, "version": version, "product_id": None, "cycle": None}
     out["cycle_eol"] = _iso(item.get("eol")) if item.get("eol") is not None else None
     out["cycle_latest"] = item.get("latest")
@@ -300,7 +395,10 @@ def assess_declared(data: VersionData, item: dict[str, Any]) -> dict[str, Any]:
     out["unknown_reason"] = None
     out["package_version"] = str(item["package_version"]) if item.get("package_version") else None
     out["kind"], out["support"], out["data_as_of"] = None, None, None
+    out["judged_on_endpoints"] = None
     product = data.product_by_name(name)
+    if not version:
+        return _versionless(out, name, product, http_endpoints)
     if product is None:
         if out["lifecycle_source"] is None:
             out["unknown_reason"] = (
@@ -327,6 +425,30 @@ def assess_declared(data: VersionData, item: dict[str, Any]) -> dict[str, Any]:
         behind_latest=behind_latest(data, product, cycle, version),
         lifecycle_source=f"version data {data.file.data_version} ({product.source}, as of {product.as_of})",
     )
+    return out
+
+
+def _versionless(out: dict[str, Any], name: str, product: Product | None, http_endpoints: bool) -> dict[str, Any]:
+    """A `software:` entry without a version: its version is read on the system's endpoints, or it is unknown."""
+    if product is None:
+        out["unknown_reason"] = (
+            f"'{name}' is declared without a version and is not in hcscan's version data; declare its version and "
+            "the vendor's eol and latest"
+        )
+        return out
+    out.update(product_id=product.id, kind=product.kind, support=product.support, data_as_of=product.as_of.isoformat())
+    reads = ", ".join(f"GET {e.path}" for e in product.version_endpoints)
+    if reads and http_endpoints:
+        out["judged_on_endpoints"] = reads
+    elif reads:
+        out["unknown_reason"] = (
+            f"{product.name} is declared without a version, and the system declares no HTTP(S) endpoint where its "
+            f"version endpoint ({reads}) could be read; declare its version"
+        )
+    else:
+        out["unknown_reason"] = (
+            f"{product.name} is declared without a version and shows none hcscan can read; declare its version"
+        )
     return out
 
 

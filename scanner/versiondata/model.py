@@ -6,6 +6,7 @@ Loaded with `scanner.yamlio`, so a bad file names file:line. Pure data plus look
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -75,6 +76,73 @@ class Cycle(_Strict):
         return False if self.eol is False else None
 
 
+# Headers a version endpoint may ask to be sent: content negotiation and the "this is an API call" marker some
+# products require. Never credentials, cookies or anything that changes what the server does.
+VERSION_ENDPOINT_HEADERS = frozenset({"accept", "x-requested-with"})
+_HEADER_VALUE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._/+*;=,-]{0,99}$")
+_ENDPOINT_PATH = re.compile(r"^/[A-Za-z0-9._~/-]*(\?[A-Za-z0-9._~=&-]*)?$")
+_SECRET_WORDS = re.compile(r"token|key|secret|pass|auth|session|sig|cred|login|user", re.IGNORECASE)
+
+
+class VersionEndpoint(_Strict):
+    """Where a product shows its version without a login: one GET of a documented path, read with a pattern.
+
+    hcscan sends it only when nmap -sV and the banner do not show the version, never to a fragile system, and
+    follows no redirect; the path and headers are fixed here, so nothing from the inventory or a target is sent.
+    """
+
+    path: str = Field(description="absolute path, e.g. /api/server/version (no '..', no credentials in a query)")
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="extra request headers, from a small safe set (Accept, X-Requested-With)"
+    )
+    pattern: str = Field(description="RE2 pattern with a (?P<version>...) group, searched in the answer's body")
+    note: str = Field("", description="where the endpoint is documented")
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not _ENDPOINT_PATH.match(value):
+            raise ValueError(
+                f"version endpoint path {value!r} must start with '/' and hold only letters, digits and . _ ~ / - "
+                "(and an optional plain query)"
+            )
+        if ".." in value.split("?", 1)[0].split("/") or "//" in value:
+            raise ValueError(f"version endpoint path {value!r} must not climb ('..') or hold empty segments")
+        _, _, query = value.partition("?")
+        for part in filter(None, query.split("&")):
+            name = part.partition("=")[0]
+            if _SECRET_WORDS.search(name):
+                raise ValueError(
+                    f"version endpoint path {value!r}: query parameter {name!r} looks like a credential; a version "
+                    "endpoint is read without one"
+                )
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            if name.lower() not in VERSION_ENDPOINT_HEADERS:
+                raise ValueError(
+                    f"version endpoint header {name!r} is not allowed (allowed: Accept, X-Requested-With); "
+                    "credentials and cookies are never sent"
+                )
+            if not isinstance(text, str) or not _HEADER_VALUE.match(text):
+                raise ValueError(f"version endpoint header {name}: value {text!r} is not a plain token")
+        return value
+
+    @field_validator("pattern")
+    @classmethod
+    def _pattern(cls, value: str) -> str:
+        try:
+            compiled = compile_safe(value)  # the body comes from a target: the pattern must stay linear
+        except UnsafePatternError as exc:
+            raise ValueError(f"invalid version endpoint pattern {value!r}: {exc}") from None
+        if "version" not in compiled.group_names:
+            raise ValueError(f"version endpoint pattern {value!r} needs a (?P<version>...) group")
+        return value
+
+
 class Product(_Strict):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
     name: str
@@ -101,6 +169,10 @@ class Product(_Strict):
     )
     banners: list[str] = Field(default_factory=list, description="regexes with a (?P<version>…) group")
     aliases: list[str] = Field(default_factory=list, description="names an inventory may use for this product")
+    version_endpoints: list[VersionEndpoint] = Field(
+        default_factory=list,
+        description="where the product shows its version without a login, read when nmap -sV cannot see it",
+    )
     note: str = ""
     cycles: list[Cycle] = Field(min_length=1)
 
