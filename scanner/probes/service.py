@@ -55,7 +55,14 @@ from scanner.probes.nmap import (
     run_time_limit,
     udp_scan_possible,
 )
-from scanner.versiondata.identify import assess_declared, identification_facts, identify_service
+from scanner.probes.versionread import PendingRead, read_hidden_versions, read_scheme
+from scanner.versiondata.identify import (
+    Identification,
+    assess_declared,
+    identification_facts,
+    identify_service,
+    version_read_products,
+)
 from scanner.versiondata.model import VersionData
 
 CHUNK_MAX_HOSTS = 64  # hosts of one nmap run (whole systems: a system larger than this is a chunk of its own)
@@ -312,13 +319,24 @@ _SERVICE_FACTS: tuple[FactSpec, ...] = (
     FactSpec("patch.product_id", "str", "Product id in the version data, or null if not recognised.", True),
     FactSpec("patch.product_name", "str", "Product name in the version data.", True),
     FactSpec("patch.version", "str", "Upstream version read from the fingerprint, e.g. '8.9p1'.", True),
-    FactSpec("patch.matched_by", "str", "How the product was recognised: nmap_product, cpe or banner.", True),
+    FactSpec(
+        "patch.matched_by",
+        "str",
+        "How the product or version was recognised: nmap_product, cpe, banner, version_endpoint or declared.",
+        True,
+    ),
+    FactSpec(
+        "patch.version_source",
+        "str",
+        "Where the version was read: 'nmap -sV', 'service banner', 'version-endpoint GET /api/server/version'.",
+        True,
+    ),
     FactSpec("patch.source_text", "str", "The text the version was read from.", True),
     FactSpec(
         "patch.evidence",
         "str",
         "bare_upstream_banner, distribution_banner (suffix such as 'Ubuntu-3ubuntu0.6': fixes may be "
-        "back-ported) or none.",
+        "back-ported), version_endpoint (read from the product's documented version endpoint) or none.",
     ),
     FactSpec("patch.unidentified_reason", "str", "Why product, version or cycle is unknown.", True),
     FactSpec("patch.cycle", "str", "Release cycle of the version (e.g. '1.24', '8').", True),
@@ -332,7 +350,11 @@ _SERVICE_FACTS: tuple[FactSpec, ...] = (
     FactSpec("patch.distro_eol", "str", "End of support of that distribution release (ISO date).", True),
     FactSpec("patch.kev", "list[object]", "CISA KEV entries whose NVD ranges contain the version: {cve, name}."),
     FactSpec("patch.declared_package", "object", "The system's `software:` entry for this product.", True),
-    FactSpec("patch.system_software", "list[str]", "Products the system declares under `software:` (PAT-03)."),
+    FactSpec(
+        "patch.system_software",
+        "list[str]",
+        "Products the system declares under `software:` with a version (PAT-03 judges them).",
+    ),
     FactSpec("patch.data_version", "str", "data_version of the version data used."),
     FactSpec("patch.data_as_of", "datetime", "Date the product's cycle data reflects.", True),
     FactSpec("patch.support", "str", "How the product's support ends: dated, newest-line or unknown.", True),
@@ -401,7 +423,9 @@ def endpoint_facts(
     version_probed: bool,
     declared: Mapping[str, Any],
     max_data_age_days: int | None = None,
+    ident: Identification | None = None,
 ) -> dict[str, JSONValue]:
+    """The endpoint's service and patch facts; `ident`: the identification when already made (after a read)."""
     facts: dict[str, JSONValue] = {
         "service.port_state": info.state,
         "service.name": info.name,
@@ -417,9 +441,27 @@ def endpoint_facts(
         "service.version_probed": version_probed,
         "service.nmap_xml_sha256": run.xml_sha256,
     }
-    # A port-number guess ("table") is not a fingerprint: nothing was read from the service.
+    ident = ident or identify_endpoint(info, data)
+    facts.update(identification_facts(ident, data))
+    facts["versiondata.max_age_days"] = max_data_age_days
+    facts["patch.declared_package"] = None
+    software = (declared.get("system") or {}).get("software") or []
+    # A declaration without a version is read on the endpoints, not handed to PAT-03.
+    facts["patch.system_software"] = [
+        f"{item.get('product')} {item.get('version')}" for item in software if item.get("version")
+    ]
+    if ident.product is not None:
+        for item in software:
+            found = data.product_by_name(str(item.get("product", "")))
+            if found is not None and found.id == ident.product.id:
+                facts["patch.declared_package"] = dict(item)
+    return facts
+
+
+def identify_endpoint(info: ServiceInfo, data: VersionData) -> Identification:
+    """What nmap's fingerprint of the port says (a port-number guess, "table", is not one: nothing was read)."""
     probed = info.method == "probed"
-    ident = identify_service(
+    return identify_service(
         data,
         product=info.product if probed else None,
         version=info.version if probed else None,
@@ -427,17 +469,6 @@ def endpoint_facts(
         cpes=info.cpes if probed else (),
         banner=info.banner,
     )
-    facts.update(identification_facts(ident, data))
-    facts["versiondata.max_age_days"] = max_data_age_days
-    facts["patch.declared_package"] = None
-    software = (declared.get("system") or {}).get("software") or []
-    facts["patch.system_software"] = [f"{item.get('product')} {item.get('version')}" for item in software]
-    if ident.product is not None:
-        for item in software:
-            found = data.product_by_name(str(item.get("product", "")))
-            if found is not None and found.id == ident.product.id:
-                facts["patch.declared_package"] = dict(item)
-    return facts
 
 
 def _open_port(info: ServiceInfo) -> dict[str, JSONValue]:
@@ -475,6 +506,12 @@ def _products_as_of(
         if product is not None:
             seen[product.id] = product.as_of.isoformat()
     return dict(sorted(seen.items()))
+
+
+def _declares_http(target: Target) -> bool:
+    """The system declares an endpoint a version endpoint can be read on (http, https, fhir)."""
+    endpoints = target.declared.get("endpoints") or []
+    return any(isinstance(e, dict) and read_scheme(str(e.get("protocol", "")), None, None) for e in endpoints)
 
 
 def system_facts(
@@ -520,7 +557,7 @@ def system_facts(
         "exposure.udp_swept_ports": None if udp.not_swept else udp_swept,
         "exposure.udp_not_swept": udp.not_swept,
         "exposure.udp_unanswered": unanswered,
-        "software.declared": [assess_declared(data, dict(item)) for item in software],
+        "software.declared": [assess_declared(data, dict(item), _declares_http(target)) for item in software],
         "versiondata.data_version": data.file.data_version,
         "versiondata.generated": data.file.generated.isoformat(),
         "versiondata.max_age_days": settings.max_data_age_days,
@@ -547,6 +584,7 @@ class ServiceProbe:
     def __init__(self, settings: ServiceSettings) -> None:
         self.settings = settings
         self.runs: list[NmapRun] = []  # raw XML evidence of the last gather
+        self._pending: dict[str, tuple[PendingRead, ServiceInfo, NmapRun]] = {}  # hidden versions to read
 
     def gather(self, targets: Sequence[Target], ctx: ProbeContext) -> dict[str, ProbeOutcome]:
         results: dict[str, ProbeOutcome] = {}
@@ -557,6 +595,7 @@ class ServiceProbe:
         by_key = {t.key: t for t in todo}
         jobs = plan_jobs(todo, self.settings.sweep_ports, self.settings.chunk_hosts)
         self.runs = []
+        self._pending = {}
         with ThreadPoolExecutor(max_workers=NMAP_MAX_PROCESSES, thread_name_prefix="hcscan-service") as pool:
             futures = [
                 (job, pool.submit(self._run_job, job, ctx, f"{i}/{len(jobs)}")) for i, job in enumerate(jobs, start=1)
@@ -580,6 +619,7 @@ class ServiceProbe:
                 swept = sorted(job.ports)
                 for key in job.keys:
                     results[key] = self._outcome(by_key[key], job, run, scan, swept, udp)
+        self._read_hidden_versions(results, ctx)
         for t in targets:
             if t.key in results:
                 continue
@@ -704,16 +744,30 @@ class ServiceProbe:
             return ProbeError(ProbeErrorReason.REFUSED, f"port {target.port} is closed ({info.reason})")
         if info.state != "open":
             return ProbeError(ProbeErrorReason.TIMEOUT, f"port {target.port} is {info.state} ({info.reason})")
+        data = self.settings.version_data
+        ident = identify_endpoint(info, data)
+        if job.version_probes and not target.politeness.fragile:
+            software = (target.declared.get("system") or {}).get("software") or []
+            products = version_read_products(data, ident, software)
+            scheme = read_scheme(target.protocol, info.name, info.tunnel)
+            if products and scheme is not None:
+                self._pending[target.key] = (PendingRead(target, ident, tuple(products), scheme), info, run)
         return ProbeFacts(
-            endpoint_facts(
-                info,
-                self.settings.version_data,
-                run,
-                job.version_probes,
-                target.declared,
-                self.settings.max_data_age_days,
-            )
+            endpoint_facts(info, data, run, job.version_probes, target.declared, self.settings.max_data_age_days, ident)
         )
+
+    def _read_hidden_versions(self, results: dict[str, ProbeOutcome], ctx: ProbeContext) -> None:
+        """Endpoints whose version nmap could not see: one GET of the product's version endpoint each."""
+        if not self._pending:
+            return
+        pending = [p for p, _info, _run in self._pending.values()]
+        read = read_hidden_versions(self.settings.version_data, pending, ctx.max_workers)
+        for key, ident in read.items():
+            if not isinstance(results.get(key), ProbeFacts):
+                continue
+            p, info, run = self._pending[key]
+            data, max_age = self.settings.version_data, self.settings.max_data_age_days
+            results[key] = ProbeFacts(endpoint_facts(info, data, run, True, p.target.declared, max_age, ident))
 
 
 def host_answered(scan: ServiceScan, address: str) -> bool:
