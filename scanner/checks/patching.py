@@ -31,6 +31,7 @@ _PATCH_FACTS = frozenset(
         "patch.product_id",
         "patch.product_name",
         "patch.version",
+        "patch.version_source",
         "patch.matched_by",
         "patch.source_text",
         "patch.evidence",

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import shutil
 import ssl
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -41,6 +44,7 @@ from scanner.probes.versionread import MAX_VERSION_BODY, PendingRead, read_hidde
 from scanner.resources import builtin_controls_dir
 from scanner.versiondata import load_version_data, packaged_data_path
 from scanner.versiondata.identify import assess_declared, version_read_products
+from tests.helpers import make_workspace
 
 DATA = load_version_data()
 CATALOG = load_catalog([builtin_controls_dir() / "patching.yaml"], probe_facts=fact_names())
@@ -392,3 +396,34 @@ def test_the_shipped_mirth_entry_reads_plain_text_versions_only() -> None:
         assert found is not None and found.groups["version"] == version
     for body in ("<html>4.4.0</html>", "version 4.4.0 and more", ""):
         assert pattern.search(body) is None
+
+
+@pytest.mark.slow
+@pytest.mark.needs_nmap
+@nmap_missing
+def test_hcscan_scan_reads_a_versionless_mirth_declaration_end_to_end(tmp_path: Path) -> None:
+    """The inventory declares Mirth without a version; `hcscan scan` stores PAT-05 failing on what the endpoint said."""
+    with mirth_like(tmp_path, version="4.4.0") as server:
+        system = {
+            "id": "integration-engine",
+            "name": "Integration engine",
+            "owner": "Integration team",
+            "criticality": "high",
+            "endpoints": [{"id": "api", "host": "127.0.0.1", "port": server.port, "protocol": "https"}],
+            "software": [{"product": "mirth-connect"}],
+        }
+        make_workspace(tmp_path, [system], extra_config={"exposure": {"sweep_ports": [], "version_intensity": 2}})
+        result = subprocess.run(
+            [sys.executable, "-m", "scanner", "scan", "--config", "config.yaml", "--format", "json",
+             "--control", "PAT-03", "--control", "PAT-05"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+    assert result.returncode == 1, result.stderr  # a failing finding
+    findings = {f["control"]: f for f in json.loads(result.stdout)}
+    pat05 = findings["PAT-05"]
+    assert pat05["status"] == "fail" and "CVE-2023-43208" in pat05["message"], pat05
+    assert f"GET {PATH}: 4.4.0" in pat05["message"]
+    assert pat05["evidence"]["patch.version_source"] == f"version-endpoint GET {PATH}"
+    assert findings["PAT-03"]["status"] == "not_applicable", findings["PAT-03"]
+    assert f"mirth-connect (GET {PATH})" in findings["PAT-03"]["message"]
+    assert server.version_gets() == 1
