@@ -432,6 +432,7 @@ def data_info(config_path: Path | None, as_json: bool) -> None:
             "kev_entries": len(vd.kev_for(p.id)),
             "kev_unverified": sum(1 for k in vd.kev_for(p.id) if k.unverified),
             "source": p.source,
+            "version_endpoints": [f"GET {e.path}" for e in p.version_endpoints],
         }
         for p in vd.file.products
     ]
@@ -463,6 +464,15 @@ def data_info(config_path: Path | None, as_json: bool) -> None:
         as_of = f"{p['as_of']} ({p['age_days']} d{', too old' if old else ''})"
         table.add_row(p["id"], p["support"], str(p["cycles"]), as_of, kev, p["source"])
     out.print(table)
+    readable = [
+        f"{p['id']} ({', '.join(p['version_endpoints'])})" for p in info["product_list"] if p["version_endpoints"]
+    ]
+    if readable:
+        out.print(
+            "read from the product's own version endpoint when nmap cannot see the version (declare the product "
+            f"under software: without a version): {', '.join(readable)}",
+            markup=False,
+        )
 
 
 @data.command("import")

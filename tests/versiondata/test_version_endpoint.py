@@ -427,3 +427,15 @@ def test_hcscan_scan_reads_a_versionless_mirth_declaration_end_to_end(tmp_path: 
     assert findings["PAT-03"]["status"] == "not_applicable", findings["PAT-03"]
     assert f"mirth-connect (GET {PATH})" in findings["PAT-03"]["message"]
     assert server.version_gets() == 1
+
+
+def test_data_info_names_the_products_whose_version_is_read_from_an_endpoint() -> None:
+    from click.testing import CliRunner
+
+    from scanner.cli import main
+
+    info = json.loads(CliRunner().invoke(main, ["data", "info", "--json"], catch_exceptions=False).output)
+    endpoints = {p["id"]: p["version_endpoints"] for p in info["product_list"]}
+    assert endpoints["mirth-connect"] == [f"GET {PATH}"] and endpoints["openssh"] == []
+    text = " ".join(CliRunner().invoke(main, ["data", "info"], catch_exceptions=False).output.split())
+    assert f"mirth-connect (GET {PATH})" in text
