@@ -181,7 +181,7 @@ def parse_service_xml(xml: str, protocol: str = "tcp") -> ServiceScan:
                 finished_ok = elem.get("exit", "success") == "success"
                 error_message = elem.get("errormsg") or None
     except Exception as exc:  # defusedxml and expat raise several types; all mean "unusable output"
-        if not ports:
+        if not ports and not done:
             raise NmapError(ProbeErrorReason.TOOL_FAILED, f"unreadable nmap XML: {exc}") from exc
         finished_ok, error_message = False, f"nmap XML cut short: {exc}"
     return ServiceScan(ports, frozenset(timed_out), finished_ok, error_message, frozenset(done))
@@ -653,7 +653,12 @@ class ServiceProbe:
             or run_time_limit(host_timeout, len(job.hosts), hostgroup),
             keep_partial=True,
         )
-        scan = parse_service_xml(run.xml)
+        try:
+            scan = parse_service_xml(run.xml)
+        except NmapError:
+            if run.cut_short is None:
+                raise
+            scan = ServiceScan({}, frozenset(), False, run.cut_short)  # stopped before nmap wrote any host
         udp, udp_runs = self._udp_sweep(job, ctx)
         unfinished = sorted(job.hosts - scan.hosts_done) if run.cut_short else []
         gave_up = sorted(job.hosts & scan.hosts_timed_out)

@@ -436,7 +436,12 @@ class UptimeProbe:
             if "privileges" in exc.detail:  # nmap: "TCP/IP fingerprinting (for OS scan) requires root privileges."
                 raise NmapError(exc.reason, f"{PRIVILEGE_HINT} (nmap: {exc.detail})") from exc
             raise
-        scan = parse_uptime_xml(run.xml)
+        try:
+            scan = parse_uptime_xml(run.xml)
+        except NmapError:
+            if run.cut_short is None:
+                raise
+            scan = UptimeScan({}, False, run.cut_short)  # stopped before nmap wrote any host
         if run.cut_short is None and not scan.finished_ok:
             raise NmapError(ProbeErrorReason.TOOL_FAILED, scan.error_message or "nmap did not finish")
         unfinished = len(set(planned.hosts) - set(scan.hosts)) if run.cut_short else 0

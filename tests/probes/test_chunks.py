@@ -153,3 +153,16 @@ def test_a_chunk_cut_short_keeps_the_hosts_nmap_finished_and_marks_only_the_rest
             assert outcome.reason is ProbeErrorReason.TIMEOUT
             assert outcome.detail.startswith("nmap did not finish within 12s (a run of 12 hosts)")
             assert outcome.detail.endswith(f"it had not finished {t.address}")
+
+
+def test_a_chunk_cut_short_before_nmap_wrote_any_host_marks_every_host_with_the_reason() -> None:
+    silent = [f"127.0.93.{i}" for i in range(1, 5)]
+    targets = [t for t in _targets(silent) if t.protocol != SYSTEM_LEVEL]
+    probe = ServiceProbe(_settings(hostgroup=4, chunk_time_limit_s=4.0))
+    with banner_hosts([], silent):
+        results = probe.gather(targets, ProbeContext())
+    for t in targets:
+        outcome = results[t.key]
+        assert isinstance(outcome, ProbeError), f"{t.key}: {outcome}"
+        assert outcome.reason is ProbeErrorReason.TIMEOUT
+        assert outcome.detail == f"nmap did not finish within 4s (a run of 4 hosts); it had not finished {t.address}"
