@@ -71,6 +71,13 @@ def make_workspace(
 
 def self_signed_server_context(directory: Path, common_name: str) -> ssl.SSLContext:
     """A TLS server context with a fresh self-signed EC certificate (key and chain written under `directory`)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(*write_self_signed(directory, common_name))
+    return ctx
+
+
+def write_self_signed(directory: Path, common_name: str) -> tuple[Path, Path]:
+    """A fresh self-signed EC certificate for `common_name`: (certificate PEM, key PEM) written under `directory`."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = dt.datetime.now(dt.UTC)
@@ -89,6 +96,4 @@ def self_signed_server_context(directory: Path, common_name: str) -> ssl.SSLCont
     key_pem.write_bytes(
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(cert_pem, key_pem)
-    return ctx
+    return cert_pem, key_pem

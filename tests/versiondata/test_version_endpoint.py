@@ -25,10 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from pydantic import ValidationError
 
 from scanner.catalog import load_catalog
@@ -44,7 +40,7 @@ from scanner.probes.versionread import MAX_VERSION_BODY, PendingRead, read_hidde
 from scanner.resources import builtin_controls_dir
 from scanner.versiondata import load_version_data, packaged_data_path
 from scanner.versiondata.identify import assess_declared, version_read_products
-from tests.helpers import make_workspace
+from tests.helpers import make_workspace, self_signed_server_context
 
 DATA = load_version_data()
 CATALOG = load_catalog([builtin_controls_dir() / "patching.yaml"], probe_facts=fact_names())
@@ -56,28 +52,6 @@ nmap_missing = pytest.mark.skipif(shutil.which("nmap") is None, reason="nmap is 
 
 
 # -- a Mirth-like HTTPS server ---------------------------------------------------------------------
-
-
-def _self_signed(directory: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mirth.lab.invalid")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=30))
-        .sign(key, hashes.SHA256())
-    )
-    cert_pem, key_pem = directory / "mirth.crt", directory / "mirth.key"
-    cert_pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_pem.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return cert_pem, key_pem
 
 
 @dataclass
@@ -159,9 +133,7 @@ class _TLSServer(ThreadingHTTPServer):
 
 @contextlib.contextmanager
 def mirth_like(tmp: Path, **kw: Any) -> Iterator[MirthLike]:
-    cert, key = _self_signed(tmp)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
+    context = self_signed_server_context(tmp, "mirth.lab.invalid")
     state = MirthLike(**kw)
     server = _TLSServer(state, context)
     state.port = server.server_address[1]
