@@ -176,6 +176,8 @@ def parse_service_xml(xml: str, protocol: str = "tcp") -> ServiceScan:
                     info = _port_info(address, port, protocol)
                     if info is not None:
                         ports[(info.address, info.port)] = info
+                for info in _extra_ports(address, elem, protocol):  # ports nmap folded into one summary line
+                    ports.setdefault((info.address, info.port), info)
                 elem.clear()
             elif elem.tag == "finished":
                 finished_ok = elem.get("exit", "success") == "success"
@@ -185,6 +187,39 @@ def parse_service_xml(xml: str, protocol: str = "tcp") -> ServiceScan:
             raise NmapError(ProbeErrorReason.TOOL_FAILED, f"unreadable nmap XML: {exc}") from exc
         finished_ok, error_message = False, f"nmap XML cut short: {exc}"
     return ServiceScan(ports, frozenset(timed_out), finished_ok, error_message, frozenset(done))
+
+
+def _port_list(text: str) -> list[int]:
+    """nmap's port list ('1-3,22,25'), capped at 65,535 ports; damaged parts are skipped."""
+    found: list[int] = []
+    for part in text.split(","):
+        low, _, high = part.strip().partition("-")
+        if not low.isdigit() or (high and not high.isdigit()):
+            continue
+        first, last = int(low), int(high or low)
+        if 0 < first <= last <= 65535:
+            found.extend(range(first, last + 1))
+        if len(found) > 65535:
+            break
+    return found[:65535]
+
+
+def _extra_ports(address: str, host: Any, protocol: str) -> list[ServiceInfo]:
+    """Ports nmap reports only in `<extraports>` (many in one state: 'closed', 'filtered'), each with its state and
+    reason, so a declared port that is closed reads as closed, not as missing from nmap's output."""
+    if not address:
+        return []
+    found: list[ServiceInfo] = []
+    for extra in host.iter("extraports"):
+        state = extra.get("state", "unknown")
+        for reasons in extra.findall("extrareasons"):
+            if reasons.get("proto", "tcp") != protocol:
+                continue
+            reason = reasons.get("reason", "")
+            found.extend(
+                ServiceInfo(address, p, state, reason, protocol=protocol) for p in _port_list(reasons.get("ports", ""))
+            )
+    return found
 
 
 def _port_info(address: str, port: Any, protocol: str = "tcp") -> ServiceInfo | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from pathlib import Path
 
 import pytest
 
@@ -165,3 +166,37 @@ def test_a_system_on_several_hosts_has_every_host_swept_and_judged() -> None:
         hosts_timed_out=frozenset(), finished_ok=True, error_message=None,
     )  # fmt: skip
     assert host_answered(only_first, "127.0.31.5") and not host_answered(only_first, "127.0.31.7")
+
+
+def test_ports_nmap_folds_into_extraports_keep_their_state() -> None:
+    """nmap lists many ports of one state in one `<extraports>` line: a declared port among them is closed (a reset:
+    the host answered), not 'missing from nmap output' (recorded from nmap 7.93 -sT -p 1-40 on a silent address)."""
+    xml = (
+        '<nmaprun><host><status state="up"/><address addr="127.0.0.9" addrtype="ipv4"/><ports>'
+        '<extraports state="closed" count="41"><extrareasons reason="conn-refused" count="40" proto="tcp" '
+        'ports="1-39,443"/><extrareasons reason="x" count="1" proto="udp" ports="161"/></extraports>'
+        '<port protocol="tcp" portid="40"><state state="open" reason="syn-ack"/></port>'
+        '</ports></host><runstats><finished exit="success"/></runstats></nmaprun>'
+    )
+    scan = parse_service_xml(xml)
+    assert scan.ports[("127.0.0.9", 443)].state == "closed" and scan.ports[("127.0.0.9", 443)].reason == "conn-refused"
+    assert scan.ports[("127.0.0.9", 40)].state == "open"  # a listed port is never overwritten by the summary
+    assert ("127.0.0.9", 161) not in scan.ports and len(scan.ports) == 41
+
+
+@pytest.mark.needs_nmap
+def test_a_declared_port_that_is_closed_says_so(tmp_path: Path) -> None:
+    """Live, real nmap: a declared HTTPS port with nothing listening, among a sweep of closed ports."""
+    from click.testing import CliRunner
+
+    from scanner.cli import main
+    from tests.helpers import make_workspace, system
+
+    make_workspace(tmp_path, [system("closed", "127.0.0.94", 8443, "https")])
+    result = CliRunner().invoke(
+        main, ["scan", "--config", str(tmp_path / "config.yaml"), "--control", "PAT-01", "--format", "json"]
+    )
+    assert result.exit_code == 1, result.output
+    (finding,) = json.loads(result.output)
+    assert finding["status"] == "error"
+    assert "port 8443 is closed" in finding["message"] and "missing from nmap output" not in finding["message"]
