@@ -227,9 +227,11 @@ def _print_records(records: list[Any], fmt: str) -> None:
         click.echo(json.dumps(rows, indent=2, default=str, ensure_ascii=False))
         return
     if fmt == OutputFormat.CSV:
+        from scanner.report.exporters.csv_format import defuse_formula  # target text never runs in a spreadsheet
+
         writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]) if rows else ["status"], quoting=csv.QUOTE_MINIMAL)
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({k: defuse_formula(str(v)) for k, v in row.items()} for row in rows)
         return
     order = {"fail": 0, "error": 1, "waived": 2, "pass": 3, "not_applicable": 4}
     table = Table(show_lines=False, header_style="bold")

@@ -341,3 +341,17 @@ def test_a_store_written_before_the_boundary_still_reports(fhir: HostileFhir, tm
     del outputs["store"]  # the old rows themselves are what they are; everything read from them must be clean
     _assert_nothing_raw(outputs)
     assert "old \\x1b[31m<U+202E>" in outputs["export-csv"]  # shown, as visible tokens
+
+
+def test_scan_csv_defuses_formulas_like_the_export(capsys: pytest.CaptureFixture[str]) -> None:
+    """A message that starts with target text (=, +, -, @) must not run as a formula in the operator's spreadsheet."""
+    from scanner.cli import _print_records
+    from scanner.models import Status
+    from scanner.results import FindingRecord
+
+    record = FindingRecord(
+        "TLS-04", "tls", "high", "r", "s", "s/ep", "high", Status.FAIL, '=HYPERLINK("http://x","ok")', {}
+    )
+    _print_records([record], "csv")
+    out = capsys.readouterr().out
+    assert "'=HYPERLINK" in out and ",=HYPERLINK" not in out and '"=HYPERLINK' not in out

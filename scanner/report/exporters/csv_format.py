@@ -19,9 +19,10 @@ class CsvExporter(Exporter):
         writer.writeheader()
         for row in rows:
             # A cell starting with = + - @ is a formula to spreadsheets: target text must never run there.
-            writer.writerow({k: _defuse("" if v is None else str(v)) for k, v in row.items()})
+            writer.writerow({k: defuse_formula("" if v is None else str(v)) for k, v in row.items()})
         return buf.getvalue()
 
 
-def _defuse(value: str) -> str:
+def defuse_formula(value: str) -> str:
+    """A cell a spreadsheet would run as a formula (= + - @, or a leading tab/CR) gets a leading quote."""
     return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
