@@ -135,6 +135,13 @@ def identify_service(
         found = _cpe_product(cpes, data)
         if found is not None:
             matched, matched_by, source = found, "cpe", ", ".join(cpes)
+    if matched is None and product:
+        # nmap puts a Server header it could not split into the product field whole ("nginx/1.22.1", no version):
+        # read it as the banner it is.
+        shown = " ".join(x for x in (product, version) if x)
+        found_text = _banner_product(shown, data)
+        if found_text is not None:
+            matched, matched_by, source = found_text, "banner", shown
     if banner:
         found_banner = _banner_product(banner, data)
         same = found_banner is not None and (matched is None or matched[0].id == found_banner[0].id)

@@ -347,3 +347,13 @@ def test_broken_yaml_names_the_line(tmp_path: Path) -> None:
     with pytest.raises(InputError) as info:
         load_version_data(bad)
     assert info.value.problems[0].line is not None
+
+
+def test_a_server_header_nmap_left_whole_in_its_product_field_is_read() -> None:
+    """nmap -sV on a server with only DHE-1024 suites reported product 'nginx/1.22.1' and no version (region bench):
+    300 PAT/EXP findings were 'not in the version data'. The text is the Server header: read it as a banner."""
+    data = load_version_data(None)
+    ident = identify_service(data, product="nginx/1.22.1", version=None, extrainfo=None, cpes=[], banner=None)
+    assert ident.product is not None and ident.product.id == "nginx" and ident.version == "1.22.1"
+    unknown = identify_service(data, product="acme-widget/3.1", version=None, extrainfo=None, cpes=[], banner=None)
+    assert unknown.product is None and unknown.reason is not None and "not in hcscan's version data" in unknown.reason
