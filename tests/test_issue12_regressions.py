@@ -253,4 +253,7 @@ def test_server_apache_without_version_and_no_server_header_read_the_same(orthan
     # counted as not passed for both (the old main left the Orthanc port out of the score as not_applicable)
     assert {key: status for key, (status, _) in verdicts.items()} == dict.fromkeys(verdicts, "error"), verdicts
     for key, (_, message) in verdicts.items():  # one rule, stated, with the hint to declare the software
-        assert "not visible" in message and "software:" in message, (key, message)
+        # nmap's -sV now and then soft-matches Orthanc's REST port as another product ('Nagios NSCA' under load):
+        # then the product nmap named is not in the data, which is stated as such, with the same hint.
+        unseen = "not visible" in message or "is not in hcscan's version data" in message
+        assert unseen and "software:" in message, (key, message)
