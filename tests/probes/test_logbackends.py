@@ -134,7 +134,7 @@ def test_fresh_file_with_rotated_gzip_archive(tmp_path: Path) -> None:
     assert isinstance(outcome, ProbeFacts), outcome
     f = outcome.facts
     assert 0.0 < f["log.latest_event_age_hours"] < 0.1
-    assert 399.9 < f["log.oldest_event_age_days"] < 400.1
+    assert 389.9 < f["log.oldest_event_age_days"] < 390.1  # the newer of the archive's first events (400, 390 days)
     assert f["log.sample.size"] == 20 and f["log.sample.complete"] == 20 and f["log.sample.malformed"] == 0
 
 
@@ -216,7 +216,7 @@ def test_just_rotated_file_is_judged_from_its_siblings(tmp_path: Path) -> None:
     f = outcome.facts
     assert f["log.latest_event"] == iso(now - dt.timedelta(minutes=5))
     assert f["log.latest_event_in"] == str(tmp_path / "audit.log.1")
-    assert f["log.oldest_event"] == iso(now - dt.timedelta(days=300))
+    assert f["log.oldest_event"] == iso(now - dt.timedelta(days=250))  # the later of its first events (300, 250)
     assert f["log.oldest_event_in"] == str(tmp_path / "audit.log.3.gz")
     # the sample (20 by default) runs on into older files until it is full: here it takes all 7 events
     assert f["log.sample.size"] == 7 and f["log.sample.complete"] == 7 and f["log.files_unread"] == []
@@ -359,7 +359,8 @@ def test_archive_over_the_cap_is_read_in_part_and_named(tmp_path: Path) -> None:
         f"{tmp_path / 'audit.log.1.gz'}: only the first 65536 bytes decompressed (max_archive_bytes): "
         "its last events were not read"
     ]
-    assert f["log.oldest_event"] == iso(now - dt.timedelta(days=1, seconds=5000))  # its head was read all the same
+    # its head was read all the same: the latest of its first 10 events
+    assert f["log.oldest_event"] == iso(now - dt.timedelta(days=1, seconds=4991))
 
 
 def test_slow_read_is_cut_at_the_time_budget(tmp_path: Path) -> None:
@@ -423,3 +424,16 @@ def test_undeclared_system_gets_facts_that_fail_not_pass() -> None:
     outcome = gather(None)
     assert isinstance(outcome, ProbeFacts) and outcome.facts["log.declared"] is False
     assert outcome.facts["log.latest_event"] is None
+
+
+def test_one_old_line_does_not_make_hours_of_log_read_as_decades(tmp_path: Path) -> None:
+    """A device whose clock reset to 2000-01-01 (or a spoofed syslog line) heads a file of 20 hours: the retention
+    age is read from the file's first events together, never from that one line (LOG-02 must not pass on it)."""
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    current = tmp_path / "audit.log"
+    reset = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+    lines = [line5424(reset)] + [line5424(now - dt.timedelta(minutes=24 * m)) for m in range(50, 0, -1)]
+    current.write_text("\n".join(lines) + "\n")
+    outcome = gather(spec(current))
+    assert isinstance(outcome, ProbeFacts), outcome
+    assert outcome.facts["log.oldest_event_age_days"] < 1, outcome.facts["log.oldest_event"]

@@ -425,18 +425,32 @@ def newest_lines(opened: Opened, log: LogFile, spec: SyslogFilesSpec, budget: Bu
     return lines_backwards(io.BytesIO(tail), len(tail), len(tail)), complete
 
 
+HEAD_EVENTS = 10  # a file's age is read from its first events, and one of them alone is never believed
+
+
 def first_event_time(opened: Opened, log: LogFile, max_bytes: int, budget: Budget) -> tuple[dt.datetime | None, bool]:
+    """When the file's log begins, read conservatively: the newest of its first HEAD_EVENTS timestamps.
+
+    A retention verdict must not rest on one line: a device whose clock reset to 2000-01-01 after a power loss, or
+    anyone who can send the collector a syslog line, would otherwise make hours of log read as decades. Taking the
+    latest of the first events costs at most the minutes between them and never claims more than the file shows.
+    """
+    times: list[tuple[dt.datetime, bool]] = []
     try:
         for line in lines_forwards(opened.stream, max_bytes, budget, log.path):
             record = parse_line(line, opened.mtime)
             if record is not None and record.time is not None:
-                return record.time, record.year_inferred
+                times.append((record.time, record.year_inferred))
+                if len(times) >= HEAD_EVENTS:
+                    break
     except _CORRUPT as exc:
         raise Unreadable(
             ProbeErrorReason.FILE,
             f"{log.path}: corrupt {_FORMATS.get(log.compression or '', 'compressed')} archive ({exc})",
         ) from None
-    return None, False
+    if not times:
+        return None, False
+    return max(times, key=lambda t: t[0])
 
 
 # -- finding the rotated files ---------------------------------------------------------------------
