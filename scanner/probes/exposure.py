@@ -567,7 +567,7 @@ class FhirProbe:
             meta_status, meta_body = get("/metadata")
             try:
                 doc = json.loads(meta_body) if meta_status == 200 else None
-            except ValueError:
+            except (ValueError, RecursionError):  # a target's answer may nest deeper than the parser's stack
                 doc = None
             facts: dict[str, JSONValue] = {
                 "fhir.base_path": base_path or "/",
@@ -584,7 +584,7 @@ class FhirProbe:
             facts["fhir.unauth_search_status"] = search_status
             total = None
             if search_status == 200:
-                with contextlib.suppress(ValueError, AttributeError):
+                with contextlib.suppress(ValueError, AttributeError, RecursionError):
                     value = json.loads(search_body).get("total")
                     total = value if isinstance(value, int) else None
             facts["fhir.unauth_search_total"] = total

@@ -174,7 +174,7 @@ def _index() -> dict[str, Any]:
             cached = json.loads(path.read_text(encoding="utf-8"))
             if _valid(cached):
                 return cast("dict[str, Any]", cached)
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         pass  # not there yet, or unreadable: built below
     index = build_index()
     try:

@@ -75,6 +75,8 @@ def _read_json(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InputError.single("file not found", file=path) from None
+    except RecursionError:
+        raise InputError.single("not valid JSON: nested too deeply", file=path) from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         line = getattr(exc, "lineno", None)
         raise InputError.single(f"not valid JSON: {exc}", file=path, line=line) from None

@@ -437,3 +437,15 @@ def test_one_old_line_does_not_make_hours_of_log_read_as_decades(tmp_path: Path)
     outcome = gather(spec(current))
     assert isinstance(outcome, ProbeFacts), outcome
     assert outcome.facts["log.oldest_event_age_days"] < 1, outcome.facts["log.oldest_event"]
+
+
+def test_a_line_nested_deeper_than_the_json_parser_is_an_ordinary_event(tmp_path: Path) -> None:
+    """A syslog line with JSON nested 5,000 levels raised RecursionError: the whole system's LOG-01..03 read as a bug
+    in hcscan ('internal') until the line left the sample (found in review). Now the line is an event without fields."""
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    deep = '{"a":' + "[" * 5000 + "]" * 5000 + "}"
+    current = tmp_path / "audit.log"
+    current.write_text(line5424(now - dt.timedelta(minutes=2)) + "\n" + line5424(now, msg=deep) + "\n")
+    outcome = gather(spec(current))
+    assert isinstance(outcome, ProbeFacts), outcome
+    assert outcome.facts["log.latest_event_age_hours"] < 0.1 and outcome.facts["log.sample.size"] == 2

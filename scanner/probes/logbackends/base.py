@@ -111,7 +111,7 @@ def _embedded_json(text: str) -> Any:
         return None
     try:
         return json.loads(stripped)
-    except ValueError:
+    except (ValueError, RecursionError):  # a hostile line may nest deeper than the parser's stack
         return None
 
 

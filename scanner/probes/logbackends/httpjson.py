@@ -170,5 +170,7 @@ def request_json(
         raise LogBackendError(ProbeErrorReason.PROTOCOL, f"{shown}: HTTP {status} {response.reason}"[:300])
     try:
         return json.loads(bytes(raw))
+    except RecursionError:
+        raise LogBackendError(ProbeErrorReason.PROTOCOL, f"{shown}: the answer is JSON nested too deeply") from None
     except ValueError as exc:
         raise LogBackendError(ProbeErrorReason.PROTOCOL, f"{shown}: the answer is not JSON ({exc})"[:300]) from None

@@ -121,7 +121,7 @@ def message_fields(msg: str) -> dict[str, Any]:
     if 0 <= brace < 200 and body.endswith("}"):
         try:
             data = json.loads(body[brace:])
-        except ValueError:
+        except (ValueError, RecursionError):  # a hostile line may nest deeper than the parser's stack
             data = None
         if isinstance(data, dict):
             return data
