@@ -43,9 +43,12 @@ class DeliveryError(Exception):
 
 def _secret(name: str, setting: str) -> str:
     """The value of a configured secret; a named but unset variable stops the delivery (no anonymous try)."""
-    value = os.environ.get(name)
+    value = (os.environ.get(name) or "").strip()  # a CRLF env file leaves '\r' behind: never part of a secret
     if not value:
         raise DeliveryError(f"environment variable {name} ({setting}) is not set: not sent without it")
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+        # requests would refuse the header and quote the value in its error: say what is wrong, never the value
+        raise DeliveryError(f"environment variable {name} ({setting}) holds a control character: not sent")
     return value
 
 

@@ -568,3 +568,23 @@ def test_a_refused_login_reports_the_code_and_no_secret(
     report = send_notices(engine, smtp_config(server.port, pki.ca_bundle, starttls=True), NOW)
     assert report.sent == [] and report.errors == [f"smtp 127.0.0.1:{server.port}: login refused (SMTP 535)"]
     assert server.log.logins == [(True, SMTP_USER, SMTP_PASSWORD)] and server.log.mails == []
+
+
+def test_a_token_with_a_line_end_is_sent_stripped_and_a_control_character_never_printed(
+    pki: LabPKI, engine: Engine, web: list[WebReceiver], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A CRLF env file leaves '\\r' on the token: requests refused the header and quoted the token in its error,
+    which went to stderr and the agent log (found in review). Trailing line ends are stripped; a control character
+    inside the value stops the delivery with a message that does not hold the value."""
+    receiver = WebReceiver(server_context(pki, "127.0.0.1"))
+    web.append(receiver)
+    config = notify_config(webhooks=[receiver.url("/hook")], secret_header_env="HOOK_TOKEN", ca_bundle=pki.ca_bundle)
+    monkeypatch.setenv("HOOK_TOKEN", TOKEN + "\r\n")
+    report = send_notices(engine, config, NOW)
+    assert report.errors == [] and receiver.hits[0].headers.get(TOKEN_HEADER) == TOKEN
+    monkeypatch.setenv("HOOK_TOKEN", TOKEN[:4] + "\x1b" + TOKEN[4:])
+    from scanner.notify import DeliveryError, _secret
+
+    with pytest.raises(DeliveryError) as info:
+        _secret("HOOK_TOKEN", "notifications.secret_header_env")
+    assert "control character" in str(info.value) and TOKEN[4:] not in str(info.value)
