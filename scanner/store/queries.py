@@ -127,16 +127,22 @@ def latest_findings(engine: Engine, region_id: str | None = None) -> list[Findin
     stmt = select(
         f.fingerprint, f.control_id, f.family, f.severity, f.region_id, f.system_id, f.endpoint_key, f.criticality,
         f.status, f.change, f.message, f.evidence, f.observed_at, s.first_seen_at, s.last_verified_at,
-        s.last_run_id, s.resolved_at, s.times_reopened,
+        s.last_run_id, s.resolved_at, s.times_reopened, s.latest_evidence,
     ).join(FindingState.__table__, f.id == s.finding_id)  # type: ignore[attr-defined]  # fmt: skip
     if region_id is not None:
         stmt = stmt.where(s.region_id == region_id)
     stmt = stmt.order_by(f.system_id, f.endpoint_key, f.control_id)
     with engine.connect() as conn:
-        # A store written before target text was cleaned on entry may hold a lone surrogate (a JSON \ud83d escape
-        # in evidence) or an escape character: cleaned on the way out too, so one old finding cannot stop a report.
-        views = [FindingView(*row) for row in conn.execute(stmt)]
-    return [replace(v, message=clean_text(v.message), evidence=clean_value(v.evidence)) for v in views]
+        rows = list(conn.execute(stmt))
+    # An unchanged verdict writes no new row: its volatile readings of the latest verification (clock skew, uptime,
+    # log ages …) are on the state, laid over the row's evidence so reports and exports show the latest measurement.
+    # A store written before target text was cleaned on entry may hold a lone surrogate (a JSON \ud83d escape in
+    # evidence) or an escape character: cleaned on the way out too, so one old finding cannot stop a report.
+    views = [(FindingView(*row[:-1]), row[-1]) for row in rows]
+    return [
+        replace(v, message=clean_text(v.message), evidence=clean_value({**v.evidence, **(latest or {})}))
+        for v, latest in views
+    ]
 
 
 def changed_in_run(engine: Engine, region_id: str, run_id: int) -> list[FindingView]:

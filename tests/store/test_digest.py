@@ -19,7 +19,7 @@ from scanner.engine import Selection
 from scanner.lab import Lab
 from scanner.probes.registry import fact_names, fact_specs, make_probes, probe_protocols
 from scanner.results import FindingRecord, RunMeta
-from scanner.store import repo
+from scanner.store import queries, repo
 from scanner.yamlio import yaml_files
 from tests.helpers import make_workspace, system
 
@@ -222,3 +222,14 @@ def test_a_store_judged_before_the_new_digests_adds_no_rows_for_unchanged_verdic
     with engine.connect() as conn:
         digests = set(conn.execute(text("select verdict_digest from finding_state")).scalars())
     assert digests == {repo.verdict_digest("pass", r.evidence, r.volatile, r.outcome) for r in (same, moved)}
+
+
+def test_reports_and_exports_show_the_latest_reading_of_an_unchanged_verdict(
+    engine: Engine, catalog: ControlCatalog
+) -> None:
+    """The row keeps the reading it was written with; the latest verification's reading is what a reader sees."""
+    hour = timedelta(hours=1)
+    store_run(engine, [judged(catalog, "LOG-05", skew(-0.63))], T0)
+    store_run(engine, [judged(catalog, "LOG-05", skew(-0.41))], T0 + hour)
+    (view,) = queries.latest_findings(engine)
+    assert view.status == "pass" and view.evidence["http.clock_skew_seconds"] == -0.41
