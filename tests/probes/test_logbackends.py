@@ -392,14 +392,24 @@ def test_a_read_stuck_in_the_kernel_is_given_up_by_the_watchdog(
     monkeypatch.setattr(syslog_files, "WATCHDOG_GRACE_S", 0.2)
     declared = SyslogFilesSpec.model_validate(spec(tmp_path / "audit.log"))
     started = time.monotonic()
+    threads = threading.active_count()
     try:
         with pytest.raises(LogBackendError) as info:
             SyslogFilesBackend().snapshot(declared, timeout_s=0.3, ctx=ProbeContext())
+        # The agent scans again while the kernel still holds the first reader: answered at once, no second thread.
+        with pytest.raises(LogBackendError) as again:
+            SyslogFilesBackend().snapshot(declared, timeout_s=0.3, ctx=ProbeContext())
+        assert threading.active_count() == threads + 1
     finally:
         release.set()
     assert time.monotonic() - started < 30
     assert info.value.reason is ProbeErrorReason.TIMEOUT
     assert info.value.detail == f"reading {tmp_path / 'audit.log'} did not finish within 0.5 s (a hung mount?)"
+    assert again.value.reason is ProbeErrorReason.TIMEOUT and "has not returned yet" in again.value.detail
+    deadline = time.monotonic() + 30  # once the kernel lets the reader go, the path is read again
+    while str(tmp_path / "audit.log") in syslog_files._STUCK and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert str(tmp_path / "audit.log") not in syslog_files._STUCK
 
 
 def test_huge_sparse_file_is_read_from_both_ends_only(tmp_path: Path) -> None:

@@ -632,6 +632,12 @@ def _nothing_found(spec: SyslogFilesSpec, files: list[LogFile], found: _Newest, 
 WATCHDOG_GRACE_S = 5.0  # beyond the budget, for a read stuck in the kernel (a hung network mount)
 
 
+# Paths whose read the watchdog gave up on while the kernel still holds the reading thread (a hard NFS mount): the
+# agent scans again and again, so a later scan of such a path answers at once instead of starting another thread.
+_STUCK: set[str] = set()
+_STUCK_LOCK = threading.Lock()
+
+
 class SyslogFilesBackend:
     """Reads a per-host file written by rsyslog/syslog-ng and the files logrotate made of it."""
 
@@ -643,16 +649,28 @@ class SyslogFilesBackend:
         assert isinstance(spec, SyslogFilesSpec)
         budget = Budget(timeout_s)
         result: list[LogSnapshot | BaseException] = []
+        with _STUCK_LOCK:
+            if spec.path in _STUCK:  # an earlier read of this path is still held by the kernel: don't pile up
+                raise LogBackendError(
+                    ProbeErrorReason.TIMEOUT,
+                    f"an earlier read of {spec.path} has not returned yet (a hung mount?): not read again",
+                )
 
         def run() -> None:
             try:
                 result.append(read_snapshot(spec, budget))
             except BaseException as exc:  # handed to the caller's thread
                 result.append(exc)
+            finally:
+                with _STUCK_LOCK:
+                    _STUCK.discard(spec.path)
 
         worker = threading.Thread(target=run, name="hcscan-syslog-files", daemon=True)
         worker.start()
         worker.join(timeout_s + WATCHDOG_GRACE_S)
+        with _STUCK_LOCK:  # the reader appends its result before it clears the mark: checked under the same lock
+            if not result:  # given up, not killed: one stuck thread per path, never one per scan
+                _STUCK.add(spec.path)
         if not result:
             raise LogBackendError(
                 ProbeErrorReason.TIMEOUT,
