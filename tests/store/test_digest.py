@@ -70,7 +70,7 @@ def skew(seconds: float | None) -> dict[str, Any]:
     return {"http.clock_skew_seconds": seconds}
 
 
-def uptime(min_days: float, max_days: float, host: str = "10.0.0.5") -> dict[str, Any]:
+def uptime(min_days: float, max_days: float, host: str = "127.0.0.5") -> dict[str, Any]:
     return {
         "uptime.estimated": True,
         "uptime.min_days": min_days,
