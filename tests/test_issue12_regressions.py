@@ -27,6 +27,7 @@ import pytest
 from click.testing import CliRunner
 
 from scanner.cli import main
+from scanner.lab.procs import stop_process
 from tests.helpers import make_workspace, system
 
 CONTROLS = ("LOG-01", "LOG-02", "LOG-05")
@@ -213,12 +214,7 @@ def orthanc_rest(tmp_path: Path) -> Iterator[int]:
                 time.sleep(0.2)
         yield port
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop_process(proc)
         log.close()
 
 

@@ -23,6 +23,7 @@ from types import MappingProxyType, TracebackType
 from typing import IO, Literal
 
 from scanner.lab.cases import CASES, CASES_BY_NAME, DEMO_LAYOUT, Case, LabEndpoint
+from scanner.lab.procs import stop_process
 
 __all__ = ["CASES", "DEMO_LAYOUT", "Case", "Lab", "LabEndpoint", "LabError"]
 
@@ -116,13 +117,8 @@ class Lab:
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+        if proc is not None:
+            stop_process(proc)
         if self._log is not None:
             self._log.close()
             self._log = None

@@ -31,6 +31,7 @@ from typing import IO, Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 from scanner.lab.certs import CertSpec, LabPKI
+from scanner.lab.procs import stop_process
 
 LOOPBACK = "127.0.0.1"
 SYSLOG_TLS_PORT = 6514
@@ -170,12 +171,7 @@ class RsyslogCollector:
 
     def stop(self) -> None:
         if self._proc is not None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(timeout=5)
+            stop_process(self._proc, grace_s=5)
             self._proc = None
         if self._out is not None:
             self._out.close()

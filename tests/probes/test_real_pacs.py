@@ -30,6 +30,7 @@ from typing import Any
 import pytest
 
 from scanner.availability import EndpointCheck
+from scanner.lab.procs import stop_process
 from scanner.probes.availability import AvailabilitySampler, Sample, SamplerSettings
 from scanner.probes.base import Politeness, Target
 from tests.helpers import make_workspace, self_signed_server_context, system
@@ -77,13 +78,7 @@ class _Server:
         _wait_listening(port, self.proc, log)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        stop_process(self.proc)
         self._out.close()
 
 

@@ -24,6 +24,7 @@ import pytest
 
 from scanner.catalog import control_files, load_catalog
 from scanner.checks.verdict import judge
+from scanner.lab.procs import stop_process
 from scanner.models import Status
 from scanner.probes import service as service_mod
 from scanner.probes.base import SYSTEM_LEVEL, Politeness, ProbeContext, ProbeFacts, Target
@@ -98,12 +99,7 @@ def snmpd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             pytest.fail(f"snmpd did not come up on {SNMP_HOST}:161/udp: {(work / 'snmpd.log').read_text()[-2000:]}")
         yield SNMP_HOST
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop_process(proc)
         log.close()
 
 

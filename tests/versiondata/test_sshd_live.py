@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 
+from scanner.lab.procs import stop_process
 from tests.helpers import make_workspace
 
 SSHD = "/usr/sbin/sshd" if Path("/usr/sbin/sshd").exists() else shutil.which("sshd")
@@ -94,12 +95,7 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, str]]:
                 time.sleep(0.1)
         yield port, banner
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(proc)
         log.close()
 
 
