@@ -408,6 +408,18 @@ def _version_data_target(config_path: Path | None) -> tuple[Any, Path | None]:
     return cfg, (cfg.resolve(path) if path is not None else None)
 
 
+def _version_data_output(config_path: Path | None, out: Path | None) -> tuple[Any, Path]:
+    """(config or None, the file `data import` / `data update` writes: --out, else the configured path)."""
+    cfg, configured = _version_data_target(config_path)
+    target = out or configured
+    if target is None:
+        raise InputError.single(
+            "nowhere to write the version data",
+            hint="set exposure.version_data.path in config.yaml (scans then use it) or pass --out FILE",
+        )
+    return cfg, target
+
+
 @data.command("info")
 @config_option
 @click.option("--json", "as_json", is_flag=True, help="print as JSON")
@@ -503,13 +515,7 @@ def data_import(
     from scanner.versiondata.importer import import_data
 
     with _user_errors():
-        _, configured = _version_data_target(config_path)
-        target = out or configured
-        if target is None:
-            raise InputError.single(
-                "nowhere to write the version data",
-                hint="set exposure.version_data.path in config.yaml (scans then use it) or pass --out FILE",
-            )
+        _, target = _version_data_output(config_path, out)
         if not endoflife and kev is None:
             raise InputError.single("nothing to import", hint="give --endoflife FILE and/or --kev FILE --nvd FILE")
         base = load_version_data(target if target.is_file() else None)  # first import: start from the shipped data
@@ -538,13 +544,7 @@ def data_update(config_path: Path | None, dry_run: bool, out: Path | None) -> No
     from scanner.versiondata.update import UpdateError, run_update
 
     with _user_errors():
-        cfg, configured = _version_data_target(config_path)
-        target = out or configured
-        if target is None:
-            raise InputError.single(
-                "nowhere to write the version data",
-                hint="set exposure.version_data.path in config.yaml (scans then use it) or pass --out FILE",
-            )
+        cfg, target = _version_data_output(config_path, out)
         try:
             result = run_update(cfg, target, dry_run=dry_run, log=lambda m: click.echo(clean_text(m), err=True))
         except UpdateError as exc:
